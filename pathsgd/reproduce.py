@@ -1,0 +1,488 @@
+"""The figure pipeline: sweep -> select -> final -> aggregate -> plot, for one experiment file.
+
+    python -m pathsgd.reproduce experiments/fig2.yaml            # everything, resuming what is done
+    python -m pathsgd.reproduce experiments/fig2.yaml --steps aggregate plot
+    python -m pathsgd.reproduce experiments/fig2.yaml --launcher submitit_slurm \
+        --override hydra.launcher.partition=gpu
+
+1. **sweep**: for every dataset, one ``python -m pathsgd.train --multirun`` process sweeps optimizer x
+   dropout x alpha x init x seed on the validation split (the basic launcher runs the jobs one after another
+   in that process, so start-up is paid once per dataset).
+2. **select**: :func:`pathsgd.selection.select_alphas` on the sweep's tidy rows -> ``selection.csv``.
+3. **final**: every (dataset, optimizer, init, dropout) cell with its chosen alpha on the whole training set;
+   one multirun per (dataset, dropout, alpha). A cell whose alphas all diverged gets no final run.
+4. **aggregate**: every planned run -> ``<results>/<name>/runs.csv`` (one row per run and epoch).
+5. **plot**: ``scripts/plot_figures.py`` draws ``<results>/figures/<name>.png/.pdf`` from the CSVs alone.
+
+Run directories live under ``<raw>/<name>/<phase>/<dataset>/<optimizer>-<init>-a<alpha>-d<dropout>-s<seed>``
+(git-ignored). Re-running skips multiruns whose runs all finished (completed or diverged) with the asked
+number of epochs and passes ``resume=true`` to the others, so an interrupted pipeline continues.
+
+The experiment file (YAML) is documented in ``experiments/README.md``; a ``base:`` key names a file (relative
+to this one) whose values this file overrides (dicts merged key by key, everything else replaced).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from pathsgd.selection import DEFAULT_TOLERANCE, chosen_alpha, select_alphas
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = ("sweep", "select", "final", "aggregate", "plot")
+FINISHED = ("completed", "diverged")
+RUN_COLUMNS = [
+    "dataset",
+    "optimizer",
+    "init",
+    "dropout",
+    "alpha",
+    "phase",
+    "seed",
+    "width",
+    "epoch",
+    "train_loss",
+    "train_error",
+    "val_error",
+    "test_error",
+    "path_norm",
+    "seconds",
+    "status",
+]
+METRIC_COLUMNS = RUN_COLUMNS[8:15]
+# The run directory's name inside <raw>/<name>/<phase>/<dataset>/: Hydra resolves it per job.
+SUBDIR = "${optimizer.name}-${init.name}-a${alpha}-d${model.dropout}-s${seed}"
+
+DEFAULTS: dict[str, Any] = {
+    "plot": "curves",
+    "results": "results",
+    "raw": "outputs",
+    "datasets": {},
+    "optimizers": ["pathsgd", "sgd", "adagrad"],
+    "inits": ["balanced", "unbalanced"],
+    "dropouts": [0.0],
+    "seeds": [0],
+    "overrides": [],
+    "launcher": None,
+    "launcher_overrides": [],
+    "toy": False,
+    "selection": {"tolerance": DEFAULT_TOLERANCE, "per_init": False},
+    "sweep": {"alphas": list(range(11)), "epochs": 20, "inits": None, "overrides": ["data.validation=10000"]},
+    "final": {"epochs": 100, "overrides": ["data.validation=0"]},
+}
+
+
+# --------------------------------------------------------------------------------------------------------
+# The experiment file
+# --------------------------------------------------------------------------------------------------------
+
+
+MERGED_KEYS = ("selection", "sweep", "final")  # merged key by key with a base; every other key is replaced
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if key in MERGED_KEYS and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _load_raw(path: Path) -> dict:
+    spec = yaml.safe_load(path.read_text()) or {}
+    bases = spec.pop("base", [])
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = _merge(merged, _load_raw(path.parent / base))
+    return _merge(merged, spec)
+
+
+def load_experiment(path: str | os.PathLike) -> dict:
+    """The experiment as a dict: ``base:`` files (one or a list, later ones winning) merged under this one,
+    defaults filled, ``stand_ins`` applied (they replace the runner overrides of the datasets with those
+    labels, so a smoke study keeps its base's datasets but runs them on generated data); validated."""
+    path = Path(path)
+    exp = _merge(DEFAULTS, _load_raw(path))
+    stand_ins = exp.pop("stand_ins", None) or {}
+    exp["datasets"] = {label: list(stand_ins.get(label, ovr)) for label, ovr in exp["datasets"].items()}
+    exp["file"] = str(path)
+    _validate(exp)
+    return exp
+
+
+def _validate(exp: dict) -> None:
+    if not exp.get("name"):
+        raise ValueError(f"{exp['file']}: the experiment needs a name")
+    if not exp["datasets"]:
+        raise ValueError(f"{exp['file']}: no datasets")
+    for label, overrides in exp["datasets"].items():
+        if not isinstance(overrides, list):
+            raise ValueError(f"{exp['file']}: datasets.{label} must be a list of runner overrides")
+    if exp["plot"] not in ("curves", "fig1"):
+        raise ValueError(f"{exp['file']}: plot={exp['plot']!r}: choose curves or fig1")
+    for key in ("optimizers", "inits", "dropouts", "seeds"):
+        if not exp[key]:
+            raise ValueError(f"{exp['file']}: {key} is empty")
+    if not exp["sweep"]["alphas"]:
+        raise ValueError(f"{exp['file']}: sweep.alphas is empty")
+
+
+def results_dir(exp: dict) -> Path:
+    return Path(exp["results"]) / exp["name"]
+
+
+def figure_path(exp: dict) -> Path:
+    return Path(exp["results"]) / "figures" / exp["name"]
+
+
+def raw_dir(exp: dict) -> Path:
+    return Path(exp["raw"]) / exp["name"]
+
+
+def sweep_inits(exp: dict) -> list[str]:
+    """Sweep the balanced init only (the paper tunes per dataset), unless each init is tuned separately."""
+    if exp["sweep"].get("inits"):
+        return list(exp["sweep"]["inits"])
+    if exp["selection"].get("per_init"):
+        return list(exp["inits"])
+    return ["balanced"] if "balanced" in exp["inits"] else list(exp["inits"][:1])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Planning runs
+# --------------------------------------------------------------------------------------------------------
+
+
+def _num(x: float) -> int | float:
+    """Alphas and dropouts as the runner prints them: 3 (not 3.0) for integer alphas."""
+    x = float(x)
+    return int(x) if x.is_integer() else x
+
+
+@dataclass(frozen=True)
+class Run:
+    phase: str
+    dataset: str
+    optimizer: str
+    init: str
+    dropout: float
+    alpha: int | float
+    seed: int
+
+    def leaf(self) -> str:
+        # Must match SUBDIR as Hydra resolves it: dropout is a float in the config (0.0, 0.5).
+        return f"{self.optimizer}-{self.init}-a{self.alpha}-d{float(self.dropout)}-s{self.seed}"
+
+    def path(self, exp: dict) -> Path:
+        return raw_dir(exp) / self.phase / self.dataset / self.leaf()
+
+
+@dataclass
+class Multirun:
+    """One ``--multirun`` process: a Cartesian product of sweeps over one dataset."""
+
+    phase: str
+    dataset: str
+    optimizers: list[str]
+    inits: list[str]
+    dropouts: list[float]
+    alphas: list[int | float]
+    seeds: list[int]
+    epochs: int
+
+    def runs(self) -> list[Run]:
+        return [
+            Run(self.phase, self.dataset, o, i, float(d), a, int(s))
+            for o in self.optimizers
+            for d in self.dropouts
+            for a in self.alphas
+            for i in self.inits
+            for s in self.seeds
+        ]
+
+    def command(self, exp: dict, python: str, launcher: str | None, extra: Sequence[str]) -> list[str]:
+        def sweep(key: str, values: Iterable) -> str:
+            return f"{key}=" + ",".join(str(v) for v in values)
+
+        phase = exp[self.phase]
+        cmd = [python, "-m", "pathsgd.train", "--multirun"]
+        cmd += list(exp["datasets"][self.dataset])
+        cmd += list(exp["overrides"]) + list(phase.get("overrides", []))
+        cmd += [
+            sweep("optimizer", self.optimizers),
+            sweep("model.dropout", [float(d) for d in self.dropouts]),
+            sweep("alpha", self.alphas),
+            sweep("init", self.inits),
+            sweep("seed", self.seeds),
+            f"epochs={self.epochs}",
+            f"phase={self.phase}",
+            "resume=true",
+            f"hydra.sweep.dir={(raw_dir(exp) / self.phase / self.dataset).as_posix()}",
+            f"hydra.sweep.subdir={SUBDIR}",
+        ]
+        launcher = launcher or exp.get("launcher")
+        if launcher:
+            cmd.append(f"hydra/launcher={launcher}")
+            cmd += list(exp.get("launcher_overrides", []))
+        return cmd + list(extra)
+
+
+def plan_sweep(exp: dict) -> list[Multirun]:
+    return [
+        Multirun(
+            "sweep",
+            dataset,
+            list(exp["optimizers"]),
+            sweep_inits(exp),
+            [float(d) for d in exp["dropouts"]],
+            [_num(a) for a in exp["sweep"]["alphas"]],
+            [int(s) for s in exp["seeds"]],
+            int(exp["sweep"]["epochs"]),
+        )
+        for dataset in exp["datasets"]
+    ]
+
+
+def plan_final(exp: dict, selection: pd.DataFrame) -> tuple[list[Multirun], list[dict]]:
+    """Final multiruns, one per (dataset, dropout, alpha, init set); and the cells left without a run."""
+    groups: dict[tuple, list[str]] = {}
+    skipped = []
+    for dataset in exp["datasets"]:
+        for dropout in exp["dropouts"]:
+            for optimizer in exp["optimizers"]:
+                by_alpha: dict[Any, list[str]] = {}
+                for init in exp["inits"]:
+                    alpha = chosen_alpha(selection, dataset, optimizer, dropout, init)
+                    if alpha is None:
+                        skipped.append(dict(dataset=dataset, optimizer=optimizer, init=init, dropout=dropout))
+                    else:
+                        by_alpha.setdefault(_num(alpha), []).append(init)
+                for alpha, inits in by_alpha.items():
+                    groups.setdefault((dataset, float(dropout), alpha, tuple(inits)), []).append(optimizer)
+    multiruns = [
+        Multirun(
+            "final",
+            dataset,
+            optimizers,
+            list(inits),
+            [dropout],
+            [alpha],
+            [int(s) for s in exp["seeds"]],
+            int(exp["final"]["epochs"]),
+        )
+        for (dataset, dropout, alpha, inits), optimizers in groups.items()
+    ]
+    return multiruns, skipped
+
+
+def run_finished(path: Path, epochs: int) -> bool:
+    summary = path / "summary.json"
+    if not summary.exists():
+        return False
+    try:
+        info = json.loads(summary.read_text())
+    except json.JSONDecodeError:
+        return False
+    if info.get("status") == "diverged":
+        return True
+    done = info.get("epochs_completed", info.get("config", {}).get("epochs"))
+    return info.get("status") == "completed" and done is not None and int(done) >= epochs
+
+
+def launch(exp: dict, multiruns: Sequence[Multirun], python: str, launcher: str | None, extra: Sequence[str]) -> None:
+    for mr in multiruns:
+        todo = [r for r in mr.runs() if not run_finished(r.path(exp), mr.epochs)]
+        if not todo:
+            print(f"[reproduce] {mr.phase}/{mr.dataset}: all {len(mr.runs())} runs done, skipped", flush=True)
+            continue
+        cmd = mr.command(exp, python, launcher, extra)
+        print(f"[reproduce] {mr.phase}/{mr.dataset}: {len(todo)}/{len(mr.runs())} runs to do", flush=True)
+        print("[reproduce] $ " + " ".join(_quote(c) for c in cmd), flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=os.getcwd())
+        print(f"[reproduce] {mr.phase}/{mr.dataset}: exit {proc.returncode} after {time.perf_counter() - t0:.1f} s", flush=True)
+        # A multirun that fails part-way leaves its finished runs; the aggregate marks the rest "failed".
+        if proc.returncode != 0:
+            print(f"[reproduce] warning: the multirun exited with {proc.returncode}; continuing", file=sys.stderr)
+
+
+def _quote(arg: str) -> str:
+    return f"'{arg}'" if any(c in arg for c in " ${}[],*") else arg
+
+
+# --------------------------------------------------------------------------------------------------------
+# Aggregation: run directories -> tidy table
+# --------------------------------------------------------------------------------------------------------
+
+
+def _width(hidden: Any) -> int | str:
+    if isinstance(hidden, (list, tuple)) and hidden:
+        return int(hidden[0]) if len(set(hidden)) == 1 else "x".join(str(h) for h in hidden)
+    return hidden if hidden is not None else ""
+
+
+def read_run(run: Run, path: Path) -> pd.DataFrame:
+    """One run's tidy rows: its metrics.csv with the run's coordinates and status beside every epoch.
+
+    A run without ``metrics.csv`` gives one row with no epoch and status ``failed``; a run with metrics but
+    no ``summary.json`` (killed mid-way) is ``incomplete``.
+    """
+    summary_file = path / "summary.json"
+    info = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    config = info.get("config", {}) or {}
+    status = info.get("status") or ("incomplete" if (path / "metrics.csv").exists() else "failed")
+    if (path / "metrics.csv").exists():
+        metrics = pd.read_csv(path / "metrics.csv")
+    else:
+        metrics = pd.DataFrame({"epoch": [math.nan]})
+    for column in METRIC_COLUMNS:
+        if column not in metrics.columns:
+            metrics[column] = math.nan
+    metrics = metrics[METRIC_COLUMNS].copy()
+    coords = dict(
+        dataset=run.dataset,
+        optimizer=run.optimizer,
+        init=run.init,
+        dropout=float(run.dropout),
+        alpha=run.alpha,
+        phase=run.phase,
+        seed=run.seed,
+        width=_width(config.get("model", {}).get("hidden")),
+        status=status,
+    )
+    for key, value in coords.items():
+        metrics[key] = value
+    return metrics[RUN_COLUMNS]
+
+
+def aggregate(exp: dict, runs: Iterable[Run]) -> pd.DataFrame:
+    frames = [read_run(run, run.path(exp)) for run in runs]
+    if not frames:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    table = pd.concat(frames, ignore_index=True)
+    return table.sort_values(["phase", "dataset", "optimizer", "init", "dropout", "alpha", "seed", "epoch"],
+                             kind="stable", ignore_index=True)
+
+
+def read_selection(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The driver
+# --------------------------------------------------------------------------------------------------------
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
+        return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
+
+
+def write_meta(exp: dict, out: Path, argv: Sequence[str], seconds: float) -> None:
+    meta = {
+        "command": "python -m pathsgd.reproduce " + " ".join(argv),
+        "experiment": {k: v for k, v in exp.items() if k != "file"},
+        "experiment_file": exp["file"],
+        "commit": _commit(),
+        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+        "pipeline_seconds": round(seconds, 1),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def reproduce(
+    exp: dict,
+    steps: Sequence[str] = STEPS,
+    python: str = sys.executable,
+    launcher: str | None = None,
+    extra: Sequence[str] = (),
+    argv: Sequence[str] = (),
+) -> dict[str, Path]:
+    """Run ``steps`` of the pipeline for ``exp``; return the paths written."""
+    t0 = time.perf_counter()
+    out = results_dir(exp)
+    out.mkdir(parents=True, exist_ok=True)
+    sweep = plan_sweep(exp)
+    paths = {"runs": out / "runs.csv", "selection": out / "selection.csv"}
+
+    if "sweep" in steps:
+        launch(exp, sweep, python, launcher, extra)
+
+    sweep_runs = [r for mr in sweep for r in mr.runs()]
+    if "select" in steps:
+        sweep_table = aggregate(exp, sweep_runs)
+        selection = select_alphas(
+            sweep_table,
+            tolerance=float(exp["selection"]["tolerance"]),
+            per_init=bool(exp["selection"]["per_init"]),
+        )
+        selection.to_csv(paths["selection"], index=False)
+        print(f"[reproduce] wrote {paths['selection']}:\n{selection.to_string(index=False)}", flush=True)
+
+    final: list[Multirun] = []
+    if paths["selection"].exists():
+        final, skipped = plan_final(exp, read_selection(paths["selection"]))
+        for cell in skipped if "final" in steps else ():
+            print(f"[reproduce] no usable alpha, no final run: {cell}", flush=True)
+    if "final" in steps:
+        if not paths["selection"].exists():
+            raise FileNotFoundError(f"{paths['selection']} is missing: run the select step first")
+        launch(exp, final, python, launcher, extra)
+
+    if "aggregate" in steps:
+        table = aggregate(exp, sweep_runs + [r for mr in final for r in mr.runs()])
+        table.to_csv(paths["runs"], index=False)
+        print(f"[reproduce] wrote {paths['runs']} ({len(table)} rows)", flush=True)
+        if exp.get("toy"):
+            from pathsgd.toy import write_toy_csv
+
+            paths["toy"] = write_toy_csv(out / "toy.csv")
+        write_meta(exp, out, argv, time.perf_counter() - t0)
+
+    if "plot" in steps:
+        fig = figure_path(exp)
+        fig.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [python, str(REPO / "scripts" / "plot_figures.py"), str(out), "--kind", exp["plot"], "--out", str(fig)]
+        if exp.get("title"):
+            cmd += ["--title", str(exp["title"])]
+        subprocess.run(cmd, check=True)
+        paths["png"], paths["pdf"] = fig.with_suffix(".png"), fig.with_suffix(".pdf")
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m pathsgd.reproduce", description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiments", nargs="+", help="experiment YAML files (experiments/*.yaml)")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="pipeline steps to run")
+    parser.add_argument("--python", default=sys.executable, help="interpreter that runs pathsgd.train")
+    parser.add_argument("--launcher", default=None, help="Hydra launcher: basic, submitit_local, submitit_slurm")
+    parser.add_argument("--override", action="append", default=[], help="extra runner override (repeatable)")
+    args = parser.parse_args(argv)
+    for file in args.experiments:
+        exp = load_experiment(file)
+        reproduce(exp, args.steps, args.python, args.launcher, args.override, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Step-size selection: the paper's "the one that reaches the minimum error faster" (section 5).
+
+For one cell (dataset, optimizer, dropout, and init when each init is tuned separately) the sweep holds one
+learning curve of validation error per alpha (averaged over seeds when there are several).
+
+* target: the lowest validation error that any non-diverged alpha reached at any epoch;
+* each non-diverged alpha *reaches* the target at the first epoch where its validation error is within
+  ``tolerance`` of it (errors are fractions, so the default 0.005 is half a percentage point);
+* the chosen alpha reaches it first; ties go to the lower final validation error, then to the smaller alpha.
+
+Diverged alphas (and runs that never finished) neither set the target nor can be chosen; they are listed in
+the ``diverged`` column. A choice at either end of the swept grid is flagged (``at_edge``): the best step size
+may lie outside it. When every alpha diverged the cell gets no alpha (empty) and no final run.
+
+Works on the tidy table of :mod:`pathsgd.reproduce` (one row per run and epoch), pandas only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+DEFAULT_TOLERANCE = 0.005
+CELL_KEYS = ("dataset", "optimizer", "dropout")
+# A sweep row counts when its run finished: "completed". Everything else ("diverged", "failed", "incomplete")
+# is excluded from the target and from the choice.
+USABLE_STATUS = "completed"
+
+SELECTION_COLUMNS = [
+    *CELL_KEYS,
+    "init",
+    "alpha",
+    "target_val_error",
+    "epoch_reached",
+    "final_val_error",
+    "tolerance",
+    "at_edge",
+    "grid",
+    "diverged",
+    "status",
+]
+
+
+def _alphas_str(alphas: Sequence[float]) -> str:
+    return " ".join(_fmt_alpha(a) for a in sorted(alphas))
+
+
+def _fmt_alpha(a: float) -> str:
+    return str(int(a)) if float(a).is_integer() else repr(float(a))
+
+
+def select_cell(runs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> dict:
+    """Choose alpha for one cell from its sweep rows.
+
+    ``runs`` has columns ``alpha, epoch, val_error, status`` (``seed`` optional): one row per run and epoch.
+    Returns a dict with keys ``alpha`` (float, or None when every alpha diverged), ``target_val_error``,
+    ``epoch_reached``, ``final_val_error``, ``at_edge``, ``grid``, ``diverged`` and ``status``
+    (``selected`` | ``all_diverged`` | ``empty``).
+    """
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    missing = {"alpha", "epoch", "val_error", "status"} - set(runs.columns)
+    if missing:
+        raise ValueError(f"sweep rows lack columns {sorted(missing)}")
+    grid = sorted(float(a) for a in runs["alpha"].dropna().unique())
+    result = {
+        "alpha": None,
+        "target_val_error": math.nan,
+        "epoch_reached": math.nan,
+        "final_val_error": math.nan,
+        "tolerance": tolerance,
+        "at_edge": False,
+        "grid": _alphas_str(grid),
+        "diverged": "",
+        "status": "empty",
+    }
+    if not grid:
+        return result
+
+    # An alpha is usable when every one of its runs (seeds) completed; one diverged seed marks the alpha.
+    status_by_alpha = runs.groupby("alpha")["status"].agg(lambda s: set(s.dropna()))
+    usable = sorted(float(a) for a, st in status_by_alpha.items() if st == {USABLE_STATUS})
+    result["diverged"] = _alphas_str(set(grid) - set(usable))
+    if not usable:
+        result["status"] = "all_diverged"
+        return result
+
+    ok = runs[runs["alpha"].isin(usable)]
+    # Mean over seeds at each (alpha, epoch); epochs without a validation value are ignored.
+    curves = (
+        ok.dropna(subset=["val_error"])
+        .groupby(["alpha", "epoch"], as_index=False)["val_error"]
+        .mean()
+        .sort_values(["alpha", "epoch"])
+    )
+    if curves.empty:  # completed runs without validation values: nothing to select on
+        return result
+    target = float(curves["val_error"].min())
+    candidates = []
+    for alpha, curve in curves.groupby("alpha"):
+        hit = curve[curve["val_error"] <= target + tolerance + 1e-12]
+        if hit.empty:  # cannot happen for the alpha that set the target; others may never get close
+            continue
+        candidates.append((float(hit["epoch"].iloc[0]), float(curve["val_error"].iloc[-1]), float(alpha)))
+    epoch_reached, final_val, alpha = min(candidates)
+    result.update(
+        alpha=alpha,
+        target_val_error=target,
+        epoch_reached=epoch_reached,
+        final_val_error=final_val,
+        at_edge=alpha in (grid[0], grid[-1]),
+        status="selected",
+    )
+    return result
+
+
+def select_alphas(
+    sweep: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, per_init: bool = False
+) -> pd.DataFrame:
+    """One row per cell: the selection table written to ``selection.csv``.
+
+    ``sweep`` is the tidy table restricted to the sweep phase. Cells are (dataset, optimizer, dropout), plus
+    init when ``per_init`` (then each init gets its own alpha; otherwise the ``init`` column reads ``all``
+    and the choice applies to every init of the cell).
+    """
+    keys = [*CELL_KEYS, "init"] if per_init else list(CELL_KEYS)
+    rows = []
+    if not sweep.empty:
+        for key, group in sweep.groupby(keys, sort=True, dropna=False):
+            row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+            row.setdefault("init", "all")
+            row.update(select_cell(group, tolerance))
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=SELECTION_COLUMNS)
+    table["alpha"] = pd.to_numeric(table["alpha"], errors="coerce")
+    return table
+
+
+def chosen_alpha(selection: pd.DataFrame, dataset: str, optimizer: str, dropout: float, init: str) -> float | None:
+    """The alpha that ``selection`` assigns to a final-phase cell, or None (no usable alpha, no final run)."""
+    sel = selection[
+        (selection["dataset"] == dataset)
+        & (selection["optimizer"] == optimizer)
+        & (selection["dropout"].astype(float) == float(dropout))
+    ]
+    exact = sel[sel["init"] == init]
+    sel = exact if not exact.empty else sel[sel["init"] == "all"]
+    if sel.empty or pd.isna(sel["alpha"].iloc[0]):
+        return None
+    return float(sel["alpha"].iloc[0])

@@ -1,0 +1,127 @@
+"""Where per-epoch metrics go: ``metrics.csv`` always, W&B when ``logger=wandb``.
+
+A sink takes whole rows (dicts keyed by :data:`COLUMNS`), one per epoch, row 0 being before training.
+W&B is imported only by :class:`WandbSink`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pathsgd.checkpoint import atomic_write_text
+
+__all__ = ["COLUMNS", "CSVSink", "WandbSink", "format_value", "read_metrics_csv"]
+
+# The first seven are the runner's contract with the figure pipeline; the rest are extras after them.
+# seconds: cumulative training time (evaluation excluded), 0 at row 0; the only timing column.
+# batch_loss: mean mini-batch loss during the epoch (with dropout, before each step); empty at row 0.
+COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_error",
+    "val_error",
+    "test_error",
+    "path_norm",
+    "seconds",
+    "batch_loss",
+    "val_loss",
+    "test_loss",
+)
+
+
+def format_value(value: Any) -> str:
+    """CSV text: empty for None, ``repr`` for floats (exact round trip; ``nan``/``inf`` as such)."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+class CSVSink:
+    """``metrics.csv``: rewritten whole and atomically after each epoch, so it always matches the checkpoint."""
+
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str] = COLUMNS):
+        self.path = Path(path)
+        self.columns = tuple(columns)
+
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        lines = [",".join(self.columns)]
+        lines += [",".join(format_value(row.get(c)) for c in self.columns) for row in rows]
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
+
+
+def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, float | int | None]]:
+    """Rows of a ``metrics.csv`` as dicts (empty cells -> None; ``epoch`` as int), without pandas."""
+    text = Path(path).read_text(encoding="utf-8").splitlines()
+    header = text[0].split(",")
+    rows = []
+    for line in text[1:]:
+        row: dict[str, float | int | None] = {}
+        for key, cell in zip(header, line.split(",")):
+            row[key] = None if cell == "" else (int(cell) if key == "epoch" else float(cell))
+        rows.append(row)
+    return rows
+
+
+class WandbSink:
+    """One W&B run: the resolved config, then ``log(row)`` per epoch with ``step=epoch``.
+
+    ``mode`` is ``offline`` (default; ``wandb sync`` later), ``online`` or ``disabled``. ``dir`` is where
+    W&B writes (``<dir>/wandb/...``). ``run_id`` resumes the same W&B run after ``resume=true``.
+    Always call :meth:`finish` (the runner does so in a ``finally``).
+    """
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        name: str,
+        group: str | None,
+        config: Mapping[str, Any],
+        dir: str | os.PathLike,
+        mode: str = "offline",
+        entity: str | None = None,
+        tags: Sequence[str] = (),
+        job_type: str | None = None,
+        run_id: str | None = None,
+    ):
+        import wandb
+
+        if mode not in ("offline", "online", "disabled"):
+            raise ValueError(f"logger.mode={mode!r} is unknown: choose one of offline, online, disabled")
+        Path(dir).mkdir(parents=True, exist_ok=True)
+        self._wandb = wandb
+        self.run = wandb.init(
+            project=project,
+            entity=entity,
+            name=name,
+            group=group,
+            job_type=job_type,
+            tags=list(tags),
+            config=dict(config),
+            dir=str(dir),
+            mode=mode,
+            id=run_id,
+            resume="allow" if run_id else None,
+            reinit="finish_previous",
+        )
+        self.run_id = self.run.id
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        values = {k: v for k, v in row.items() if k != "epoch" and v is not None}
+        # W&B drops NaN/inf badly in some versions' charts; keep them, they mark a divergence.
+        self.run.log(values, step=int(row["epoch"]))
+
+    def set_summary(self, values: Mapping[str, Any]) -> None:
+        for key, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                value = str(value)
+            self.run.summary[key] = value
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.run.finish(exit_code=exit_code)

@@ -1,0 +1,526 @@
+"""The one runner: ``python -m pathsgd.train key=value ...`` trains one configuration of the paper.
+
+One run = (dataset, optimizer, init, alpha, dropout, seed, ...), configured by the Hydra tree in
+``configs/`` (see ``configs/config.yaml`` for every key and its default). The run directory (Hydra's,
+deterministic from the config so that ``resume=true`` finds it) receives:
+
+- ``metrics.csv``: one row per epoch, row 0 before training (columns: :data:`pathsgd.sinks.COLUMNS`);
+- ``summary.json``: status (``running`` while training, then ``completed`` | ``diverged``; ``failed`` or
+  ``interrupted`` after an exception), final metrics, the resolved config, commit, versions, device;
+- ``checkpoint.pt``: model, optimizer and RNG states, epoch and metrics so far, written atomically at
+  each epoch end; ``resume=true`` continues from it;
+- with ``logger=wandb``: ``wandb/`` (offline by default).
+
+A non-finite loss or weight stops the run with status ``diverged`` and exit code 0 (so a sweep goes on);
+bad configuration values exit with code 2 and a message naming the key, the value and what is accepted.
+
+:func:`train` is a plain function of a config (DictConfig or dict) and is what tests and other Python code
+call; :func:`main` is the thin ``@hydra.main`` wrapper (also the ``pathsgd-train`` console script).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pathsgd.checkpoint import CHECKPOINT_NAME, atomic_write_json, load_checkpoint, save_checkpoint
+from pathsgd.data import DATASET_NAMES, SCALES, DatasetNotFoundError, load_splits
+from pathsgd.engine import OPTIMIZERS, all_finite, evaluate, make_optimizer, resolve_device, step_size, train_epoch
+from pathsgd.sinks import CSVSink, WandbSink
+
+__all__ = ["ConfigError", "INITS", "LOGGERS", "train", "validate_config", "resolve_alpha", "run_name", "main"]
+
+log = logging.getLogger(__name__)
+
+INITS = ("balanced", "unbalanced")
+LOGGERS = ("csv", "wandb")
+WANDB_MODES = ("offline", "online", "disabled")
+CHECKPOINT_FORMAT = 1
+
+# Config keys that may change between a run and its resume; any other difference is refused.
+_RESUME_MAY_CHANGE = ("resume", "epochs", "device", "phase", "checkpoint_every", "logger", "data.root", "data.download")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key, the value and what is accepted."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration
+
+
+def _as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved config as plain containers (interpolations such as ``${oc.env:...}`` evaluated)."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(dict(cfg))
+    # Key by key, leaving out the ``hydra`` node (its runtime fields resolve only inside a Hydra job).
+    out = {}
+    for key in cfg:
+        if key == "hydra":
+            continue
+        value = cfg[key]  # resolved against the whole config
+        out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def resolve_alpha(cfg: Mapping[str, Any]) -> float:
+    """``alpha``, or the optimizer's ``default_alpha`` when alpha is null; checked to be a finite real."""
+    alpha = cfg.get("alpha")
+    key = "alpha"
+    if alpha is None:
+        alpha, key = cfg["optimizer"].get("default_alpha"), "optimizer.default_alpha"
+    if not _is_real(alpha):
+        raise ConfigError(f"{key}={alpha!r} is not a real number: alpha must be a finite real (step size 10^-alpha)")
+    if not math.isfinite(alpha):
+        raise ConfigError(f"{key}={alpha} is not finite: alpha must be a finite real (step size 10^-alpha)")
+    return float(alpha)
+
+
+def _choice(key: str, value: Any, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise ConfigError(f"{key}={value!r} is unknown: choose one of {', '.join(accepted)}")
+
+
+def _positive_int(key: str, value: Any) -> None:
+    if not _is_int(value) or value < 1:
+        raise ConfigError(f"{key}={value!r} is not a positive integer: {key} must be an integer >= 1")
+
+
+def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` (a ValueError) naming the key, the value and what is accepted."""
+    c = cfg if isinstance(cfg, dict) else _as_dict(cfg)
+    _choice("dataset.name", c["dataset"].get("name"), DATASET_NAMES)
+    _choice("optimizer.name", c["optimizer"].get("name"), OPTIMIZERS)
+    _choice("init.name", c["init"].get("name"), INITS)
+    _choice("logger.name", c["logger"].get("name"), LOGGERS)
+    if c["logger"]["name"] == "wandb":
+        _choice("logger.mode", c["logger"].get("mode"), WANDB_MODES)
+    resolve_alpha(c)
+    _positive_int("epochs", c.get("epochs"))
+    _positive_int("batch_size", c.get("batch_size"))
+    _positive_int("checkpoint_every", c.get("checkpoint_every"))
+    if not _is_int(c.get("seed")) or c["seed"] < 0:
+        raise ConfigError(f"seed={c.get('seed')!r} is not a non-negative integer: seed must be an integer >= 0")
+    device = c.get("device")
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"device={device!r} is unknown: choose one of auto, cpu, cuda, cuda:N")
+    if not isinstance(c.get("resume"), bool):
+        raise ConfigError(f"resume={c.get('resume')!r} is not a boolean: choose true or false")
+    hidden = c["model"].get("hidden")
+    if not isinstance(hidden, list) or not all(_is_int(h) and h >= 1 for h in hidden):
+        raise ConfigError(f"model.hidden={hidden!r} is not a list of positive integers, e.g. [4000,4000]")
+    dropout = c["model"].get("dropout")
+    if not _is_real(dropout) or not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.dropout={dropout!r} is not a probability in [0, 1): the chance of dropping a hidden unit")
+    validation = _validation_size(c)
+    if not _is_int(validation) or validation < 0:
+        raise ConfigError(
+            f"data.validation={validation!r} is not a non-negative integer: the number of held-out training "
+            "points (0 = none, null = the dataset's default)"
+        )
+    _choice("data.scale", c["data"].get("scale"), SCALES)
+
+
+def _validation_size(c: Mapping[str, Any]) -> Any:
+    """``data.validation``, or the dataset's own default (``dataset.validation``) when it is null."""
+    value = c["data"].get("validation")
+    return c["dataset"].get("validation", 10000) if value is None else value
+
+
+def run_name(c: Mapping[str, Any]) -> str:
+    """A run's name from its config, e.g. ``mnist-pathsgd-balanced-a1-d0.0-s0`` (W&B run name)."""
+    alpha = resolve_alpha(c)
+    alpha_text = f"{alpha:g}"
+    return f"{c['dataset']['name']}-{c['optimizer']['name']}-{c['init']['name']}-a{alpha_text}-d{c['model']['dropout']}-s{c['seed']}"
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _check_resumable(saved: Mapping[str, Any], now: Mapping[str, Any], run_dir: Path) -> None:
+    def keep(key: str) -> bool:
+        return not any(key == k or key.startswith(k + ".") for k in _RESUME_MAY_CHANGE)
+
+    a, b = _flatten(saved), _flatten(now)
+    diffs = [f"{k}={a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if keep(k) and a.get(k) != b.get(k)]
+    if diffs:
+        raise ConfigError(
+            f"resume=true, but the checkpoint in {run_dir} was made with a different configuration: "
+            + "; ".join(diffs)
+            + ". Use the same configuration, another run directory (hydra.run.dir=...), or resume=false."
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Environment and seeding
+
+
+def _derive_seed(seed: int, purpose: str) -> int:
+    """Distinct, stable seeds for the init, the batch order and dropout, all from the one ``seed``."""
+    return (seed * 1_000_003 + zlib.crc32(purpose.encode())) % (2**63 - 1)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _default_run_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path.cwd()
+
+
+def _rng_state(device: torch.device, batches: torch.Generator) -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "batches": batches.get_state(),
+        "device_type": device.type,
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any], device: torch.device, batches: torch.Generator) -> None:
+    if state["device_type"] != device.type:
+        log.warning(
+            "checkpoint was written on %s and resumes on %s: batch order and dropout masks will differ from "
+            "an uninterrupted run", state["device_type"], device.type,
+        )
+        return
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    batches.set_state(state["batches"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The run
+
+
+def _build_model(c: Mapping[str, Any], in_features: int, num_classes: int, seed: int) -> torch.nn.Module:
+    from pathsgd import MLP, balanced_init_, unbalanced_init_
+
+    model = MLP(in_features, num_classes, hidden=tuple(c["model"]["hidden"]), dropout=float(c["model"]["dropout"]))
+    # Initialized on the CPU with its own generator, so the init is the same on every device.
+    gen = torch.Generator().manual_seed(_derive_seed(seed, "init"))
+    init = dict(c["init"])
+    name = init.pop("name")
+    balanced_init_(model, generator=gen)  # biases start at zero (paper silent; zero keeps the init balanced)
+    if name == "unbalanced":  # the paper's unbalanced init rescales the balanced weights
+        unbalanced_init_(model, generator=gen, **init)
+    return model
+
+
+def _measure(model, data, batch_loss) -> dict[str, float | None]:
+    """Every per-epoch metric, computed on the device and brought to the host in one sync."""
+    from pathsgd import path_norm
+
+    train_loss, train_error = evaluate(model, data.train_x, data.train_y)
+    test_loss, test_error = evaluate(model, data.test_x, data.test_y)
+    if data.val_x is not None:
+        val_loss, val_error = evaluate(model, data.val_x, data.val_y)
+    else:
+        val_loss = val_error = torch.full((), math.nan, dtype=torch.float64, device=train_loss.device)
+    norm = path_norm(model, p=2.0).to(device=train_loss.device, dtype=torch.float64)
+    finite = all_finite(model.parameters()).to(train_loss.device, torch.float64)
+    if batch_loss is None:
+        batch_loss = torch.full((), math.nan, dtype=torch.float64, device=train_loss.device)
+    values = torch.stack(
+        [train_loss, train_error, val_loss, val_error, test_loss, test_error, norm, batch_loss.double(), finite]
+    ).tolist()
+    keys = ("train_loss", "train_error", "val_loss", "val_error", "test_loss", "test_error", "path_norm", "batch_loss", "finite")
+    out: dict[str, Any] = dict(zip(keys, values))
+    if data.val_x is None:
+        out["val_loss"] = out["val_error"] = None
+    return out
+
+
+def _progress(total_steps: int, desc: str):
+    """A tqdm bar over an epoch's steps (silent when stderr is not a terminal) and its on_step callback."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, desc=desc, unit="step", leave=False, disable=None, dynamic_ncols=True)
+    if bar.disable:
+        return bar, None
+    every = max(1, total_steps // 20)  # reading the running loss syncs with the device: ~20 times an epoch
+
+    def on_step(step: int, loss_sum: torch.Tensor) -> None:
+        bar.update(1)
+        if step % every == 0 or step == total_steps:
+            bar.set_postfix(loss=f"{loss_sum.item() / step:.4f}", refresh=False)
+
+    return bar, on_step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train one configuration; write metrics.csv, summary.json and checkpoint.pt into ``run_dir``.
+
+    ``run_dir`` defaults to Hydra's output directory when Hydra is running, else the current directory.
+    Returns the summary dict (also written to ``summary.json``). Raises :class:`ConfigError` on bad input.
+    """
+    c = _as_dict(cfg)
+    validate_config(c)
+    c["alpha"] = alpha = resolve_alpha(c)
+    lr = step_size(alpha)
+    c["data"]["validation"] = validation = _validation_size(c)
+    c["data"]["root"] = str(Path(c["data"]["root"]).expanduser())
+    run_dir = Path(run_dir) if run_dir is not None else _default_run_dir()
+    device = resolve_device(c["device"])
+    seed = c["seed"]
+
+    # Data first: a missing dataset or an impossible validation size fails before anything is written.
+    name = c["dataset"]["name"]
+    try:
+        data = load_splits(
+            name,
+            c["data"]["root"],
+            validation=validation,
+            seed=c["data"]["split_seed"],
+            device=device,
+            download=c["data"]["download"],
+            scale=c["data"]["scale"],
+            synthetic=c["dataset"].get("synthetic") if name == "synthetic" else None,
+        )
+    except DatasetNotFoundError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"dataset {name!r} with data.validation={validation}: {err}") from err
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    state = None
+    if c["resume"]:
+        if ckpt_path.is_file():
+            state = load_checkpoint(ckpt_path)
+            _check_resumable(state["config"], c, run_dir)
+        else:
+            log.warning("no checkpoint in %s; starting afresh", run_dir)
+
+    torch.manual_seed(_derive_seed(seed, "dropout"))  # the global generators drive dropout
+    batches = torch.Generator(device=device).manual_seed(_derive_seed(seed, "batches"))
+    model = _build_model(c, data.in_features, data.num_classes, seed).to(device)
+    opt_cfg = c["optimizer"]
+    optimizer = make_optimizer(opt_cfg["name"], model, lr, **(opt_cfg.get("kwargs") or {}))
+
+    rows: list[dict[str, Any]] = []
+    status = "running"
+    wandb_id = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"], device, batches)
+        rows = list(state["rows"])
+        wandb_id = state.get("wandb_id")
+        if state["status"] == "diverged" or state["epoch"] >= c["epochs"]:
+            status = state["status"] if state["status"] == "diverged" else "completed"
+            log.warning("run in %s already %s at epoch %d; nothing to do", run_dir, status, state["epoch"])
+        else:
+            log.info("resuming %s from epoch %d", run_dir, state["epoch"])
+
+    env = {
+        "commit": _git_commit(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": _device_name(device),
+    }
+    sink_csv = CSVSink(run_dir / "metrics.csv")
+    sink_wandb: WandbSink | None = None
+    t_start = time.perf_counter()
+
+    def summary(error: str | None = None) -> dict[str, Any]:
+        final = {k: v for k, v in rows[-1].items()} if rows else {}
+        out = {
+            "status": status,
+            "epochs_completed": rows[-1]["epoch"] if rows else 0,
+            "epochs": c["epochs"],
+            "final": final,
+            "alpha": alpha,
+            "lr": lr,
+            "phase": c["phase"],
+            "run_name": run_name(c),
+            "run_dir": str(run_dir.resolve()),
+            **env,
+            "wall_seconds": time.perf_counter() - t_start,
+            "wandb": None if sink_wandb is None else {"id": sink_wandb.run_id, "dir": str(sink_wandb.run.dir)},
+            "config": c,
+        }
+        if error is not None:
+            out["error"] = error
+        return out
+
+    def checkpoint(epoch: int) -> None:
+        save_checkpoint(
+            ckpt_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch,
+                "status": status,
+                "rows": rows,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": _rng_state(device, batches),
+                "config": c,
+                "wandb_id": None if sink_wandb is None else sink_wandb.run_id,
+            },
+        )
+
+    try:
+        if c["logger"]["name"] == "wandb":
+            lg = c["logger"]
+            sink_wandb = WandbSink(
+                project=lg["project"],
+                entity=lg.get("entity"),
+                name=run_name(c),
+                group=lg.get("group"),
+                tags=lg.get("tags") or (),
+                job_type=c["phase"],
+                config=c,
+                dir=run_dir,
+                mode=lg["mode"],
+                run_id=wandb_id,
+            )
+        if status != "running":  # a resume of a finished run: report it again
+            atomic_write_json(run_dir / "summary.json", summary())
+            return summary()
+
+        def publish(row: dict[str, Any]) -> None:
+            """metrics.csv (written after the checkpoint), W&B, the log line."""
+            sink_csv.write(rows)
+            if sink_wandb is not None:
+                sink_wandb.log(row)
+            log.info(
+                "epoch %d  train_loss %.4g  train_error %.4f  val_error %s  test_error %.4f  path_norm %.4g  (%.1f s)",
+                row["epoch"], row["train_loss"], row["train_error"],
+                "-" if row["val_error"] is None else f"{row['val_error']:.4f}",
+                row["test_error"], row["path_norm"], row["seconds"],
+            )
+
+        if not rows:
+            rows.append(_row(0, _measure(model, data, None), seconds=0.0, batch_loss=None))
+            publish(rows[-1])
+        atomic_write_json(run_dir / "summary.json", summary())
+
+        n = len(data.train_x)
+        steps = -(-n // c["batch_size"])
+        for epoch in range(rows[-1]["epoch"] + 1, c["epochs"] + 1):
+            bar, on_step = _progress(steps, f"epoch {epoch}/{c['epochs']}")
+            _sync(device)
+            t0 = time.perf_counter()
+            try:
+                batch_loss = train_epoch(model, optimizer, data.train_x, data.train_y, c["batch_size"], batches, on_step=on_step)
+                _sync(device)
+            finally:
+                bar.close()
+            seconds = rows[-1]["seconds"] + (time.perf_counter() - t0)
+            m = _measure(model, data, batch_loss)
+            diverged = not (m["finite"] and math.isfinite(m["batch_loss"]) and math.isfinite(m["train_loss"]))
+            row = _row(epoch, m, seconds=seconds, batch_loss=m["batch_loss"])
+            if diverged:
+                status = "diverged"
+                log.warning("epoch %d: non-finite loss or weights; the run diverged (alpha=%g)", epoch, alpha)
+            elif epoch == c["epochs"]:
+                status = "completed"
+            rows.append(row)
+            if status != "running" or epoch % c["checkpoint_every"] == 0:
+                checkpoint(epoch)
+            publish(row)
+            if status == "diverged":
+                break
+        if status == "running":  # epochs < the checkpoint's epoch is handled above; this is defensive
+            status = "completed"
+        out = summary()
+        atomic_write_json(run_dir / "summary.json", out)
+        if sink_wandb is not None:
+            sink_wandb.set_summary({"status": status, **{f"final/{k}": v for k, v in out["final"].items() if v is not None}})
+        return out
+    except BaseException as err:
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        try:
+            atomic_write_json(run_dir / "summary.json", summary(error=f"{type(err).__name__}: {err}"))
+        except Exception:  # never hide the original error
+            log.exception("could not write summary.json")
+        raise
+    finally:
+        if sink_wandb is not None:
+            sink_wandb.finish(exit_code=0 if status in ("completed", "diverged") else 1)
+
+
+def _row(epoch: int, m: Mapping[str, Any], *, seconds: float, batch_loss: float | None) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "train_loss": m["train_loss"],
+        "train_error": m["train_error"],
+        "val_error": m["val_error"],
+        "test_error": m["test_error"],
+        "path_norm": m["path_norm"],
+        "seconds": seconds,
+        "batch_loss": batch_loss,
+        "val_loss": m["val_loss"],
+        "test_loss": m["test_loss"],
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+
+
+@hydra.main(version_base=None, config_path="../configs", config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        train(cfg)
+    except (ConfigError, DatasetNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console entry point: ``pathsgd-train key=value ...`` (same as ``python -m pathsgd.train``)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""The runner end to end on tiny CPU configurations: records, resume, divergence, W&B offline, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import pathsgd.train as train_mod
+from pathsgd.checkpoint import load_checkpoint
+from pathsgd.sinks import COLUMNS, read_metrics_csv
+from pathsgd.train import ConfigError, train
+from tests.fakedata import FAKE_NAMES, write_fake_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "configs"
+
+# A tiny synthetic problem: 400 points (100 held out), 16-16 hidden units, 2 epochs of 4 steps.
+SMALL = ("model.hidden=[16,16]", "epochs=2", "device=cpu")
+TINY = (
+    "dataset=synthetic",
+    "dataset.synthetic.n_train=400",
+    "dataset.synthetic.n_test=100",
+    "dataset.synthetic.in_features=20",
+    "data.validation=100",
+    "batch_size=75",  # does not divide 300: the last batch is smaller
+    *SMALL,
+)
+
+
+def make_cfg(*overrides: str):
+    """The tiny synthetic run, or (when ``overrides`` pick another dataset) the small run on that dataset."""
+    base = SMALL if any(o.startswith("dataset=") for o in overrides) else TINY
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(config_name="config", overrides=[*base, *overrides])
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def strip_timing(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def check_record(run_dir: Path, epochs: int, *, validation: bool = True) -> list[dict]:
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[:7] == ["epoch", "train_loss", "train_error", "val_error", "test_error", "path_norm", "seconds"]
+    assert tuple(header) == COLUMNS
+    rows = read_metrics_csv(run_dir / "metrics.csv")
+    assert [r["epoch"] for r in rows] == list(range(epochs + 1))
+    for r in rows:
+        for key in ("train_error", "test_error") + (("val_error",) if validation else ()):
+            assert 0.0 <= r[key] <= 1.0
+        assert (r["val_error"] is None) == (not validation)
+        assert math.isfinite(r["train_loss"]) and r["path_norm"] > 0
+    assert rows[0]["seconds"] == 0.0 and rows[0]["batch_loss"] is None
+    assert all(b["seconds"] >= a["seconds"] for a, b in zip(rows, rows[1:]))
+    summary = read_summary(run_dir)
+    assert summary["status"] == "completed" and summary["epochs_completed"] == epochs
+    assert summary["final"]["epoch"] == epochs and summary["final"]["test_error"] == rows[-1]["test_error"]
+    for key in ("config", "commit", "torch", "cuda", "device", "phase", "alpha", "lr"):
+        assert key in summary
+    assert summary["torch"] == torch.__version__ and summary["device"] == "cpu"
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert ckpt["epoch"] == epochs and ckpt["status"] == "completed"
+    assert strip_timing(ckpt["rows"]) == strip_timing(rows)
+    return rows
+
+
+@pytest.mark.parametrize("init", ["balanced", "unbalanced"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "pathsgd"])
+def test_synthetic_end_to_end(tmp_path, optimizer, init):
+    # SGD diverges from the unbalanced init at step 0.1 (the paper's point); it survives 0.001.
+    alpha = 3 if (optimizer, init) == ("sgd", "unbalanced") else 1
+    summary = train(make_cfg(f"optimizer={optimizer}", f"init={init}", f"alpha={alpha}"), run_dir=tmp_path)
+    rows = check_record(tmp_path, 2)
+    assert summary["status"] == "completed" and summary["config"]["alpha"] == alpha
+    assert summary["lr"] == pytest.approx(10.0**-alpha)
+    if init == "balanced" or optimizer == "pathsgd":
+        assert rows[-1]["train_loss"] < rows[0]["train_loss"]  # it learns
+
+
+@pytest.mark.parametrize("init", ["balanced", "unbalanced"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "pathsgd"])
+def test_fixture_mnist_end_to_end(tmp_path, optimizer, init):
+    root = tmp_path / "data"
+    write_fake_dataset("mnist", root)
+    run_dir = tmp_path / "run"
+    cfg = make_cfg(
+        "dataset=mnist", f"data.root={root}", "data.download=false", "data.validation=16", "batch_size=16",
+        f"optimizer={optimizer}", f"init={init}",
+    )
+    train(cfg, run_dir=run_dir)
+    check_record(run_dir, 2)
+
+
+@pytest.mark.parametrize("name", [n for n in FAKE_NAMES if n != "mnist"])
+def test_fixture_datasets_load_through_the_runner(tmp_path, name):
+    root = tmp_path / "data"
+    write_fake_dataset(name, root)
+    run_dir = tmp_path / "run"
+    cfg = make_cfg(f"dataset={name}", f"data.root={root}", "data.download=false", "data.validation=0", "epochs=1")
+    summary = train(cfg, run_dir=run_dir)
+    check_record(run_dir, 1, validation=False)
+    assert summary["config"]["data"]["validation"] == 0
+
+
+def test_missing_dataset_names_the_directory_and_files(tmp_path):
+    cfg = make_cfg("dataset=cifar10", f"data.root={tmp_path}", "data.download=false")
+    with pytest.raises(FileNotFoundError, match=r"cifar10.*cifar-10-batches-py.*data_batch_1"):
+        train(cfg, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_validation_larger_than_the_training_set_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"data.validation=400: validation=400 must be smaller than the training set size 400"):
+        train(make_cfg("data.validation=400"), run_dir=tmp_path)
+
+
+def test_synthetic_has_its_own_validation_default(tmp_path):
+    summary = train(make_cfg("data.validation=null", "dataset.synthetic.n_train=600", "epochs=1"), run_dir=tmp_path)
+    assert summary["config"]["data"]["validation"] == 500
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_after(monkeypatch, calls: int):
+    """Make the runner's train_epoch raise on call number ``calls + 1``, as a kill after ``calls`` epochs."""
+    real = train_mod.train_epoch
+    count = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        if count["n"] == calls:
+            raise Killed
+        count["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_epoch", wrapper)
+
+
+@pytest.mark.parametrize("extra", [("optimizer=pathsgd", "model.dropout=0.5"), ("optimizer=adagrad",)])
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, monkeypatch, extra):
+    overrides = ("epochs=3", "alpha=1", *extra)
+    train(make_cfg(*overrides), run_dir=tmp_path / "whole")
+    whole = read_metrics_csv(tmp_path / "whole" / "metrics.csv")
+
+    with monkeypatch.context() as m:
+        kill_after(m, 1)
+        with pytest.raises(Killed):
+            train(make_cfg(*overrides), run_dir=tmp_path / "split")
+    assert read_summary(tmp_path / "split")["status"] == "failed"
+    assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["epoch"] == 1
+
+    summary = train(make_cfg(*overrides, "resume=true"), run_dir=tmp_path / "split")
+    assert summary["status"] == "completed"
+    split = read_metrics_csv(tmp_path / "split" / "metrics.csv")
+    assert strip_timing(split) == strip_timing(whole)
+
+
+def test_resume_can_extend_a_completed_run(tmp_path):
+    train(make_cfg("epochs=3"), run_dir=tmp_path / "whole")
+    train(make_cfg("epochs=2"), run_dir=tmp_path / "split")
+    train(make_cfg("epochs=3", "resume=true"), run_dir=tmp_path / "split")
+    assert strip_timing(read_metrics_csv(tmp_path / "split" / "metrics.csv")) == strip_timing(
+        read_metrics_csv(tmp_path / "whole" / "metrics.csv")
+    )
+
+
+def test_resume_of_a_completed_run_only_reports(tmp_path, monkeypatch, caplog):
+    train(make_cfg(), run_dir=tmp_path)
+    before = (tmp_path / "metrics.csv").read_text()
+    kill_after(monkeypatch, 0)  # any training would raise
+    summary = train(make_cfg("resume=true"), run_dir=tmp_path)
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2
+    assert (tmp_path / "metrics.csv").read_text() == before
+    assert "already completed" in caplog.text
+
+
+def test_resume_without_a_checkpoint_starts_afresh(tmp_path, caplog):
+    summary = train(make_cfg("resume=true"), run_dir=tmp_path)
+    assert f"no checkpoint in {tmp_path}; starting afresh" in caplog.text
+    assert summary["status"] == "completed"
+    check_record(tmp_path, 2)
+
+
+def test_resume_refuses_a_different_configuration(tmp_path):
+    train(make_cfg("epochs=1"), run_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"model.hidden=\[16, 16\] there, \[8, 8\] now"):
+        train(make_cfg("resume=true", "model.hidden=[8,8]"), run_dir=tmp_path)
+
+
+def test_a_diverging_run_stops_and_says_so(tmp_path):
+    summary = train(make_cfg("optimizer=sgd", "alpha=-8", "epochs=3"), run_dir=tmp_path)
+    assert summary["status"] == "diverged"
+    rows = read_metrics_csv(tmp_path / "metrics.csv")
+    assert len(rows) < 4 and summary["epochs_completed"] == rows[-1]["epoch"]
+    last = rows[-1]
+    assert not (math.isfinite(last["train_loss"]) and math.isfinite(last["batch_loss"]))
+    assert read_summary(tmp_path)["status"] == "diverged"
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["status"] == "diverged"
+    # resuming a diverged run does nothing more
+    assert train(make_cfg("optimizer=sgd", "alpha=-8", "epochs=3", "resume=true"), run_dir=tmp_path)["status"] == "diverged"
+
+
+def _wandb_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for key in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(key, str(tmp_path / "wandb-home"))
+
+
+def test_wandb_offline_run(tmp_path, monkeypatch):
+    _wandb_env(monkeypatch, tmp_path)
+    summary = train(make_cfg("logger=wandb", "optimizer=sgd", "alpha=1"), run_dir=tmp_path / "run")
+    check_record(tmp_path / "run", 2)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and runs[0].is_dir()
+    assert summary["wandb"]["id"] and runs[0].name.endswith(summary["wandb"]["id"])
+    assert any(runs[0].glob("*.wandb"))
+
+    # wandb.finish() runs after an error too, and the failure is recorded
+    import wandb
+
+    kill_after(monkeypatch, 1)
+    with pytest.raises(Killed):
+        train(make_cfg("logger=wandb", "optimizer=sgd", "alpha=1"), run_dir=tmp_path / "crash")
+    assert wandb.run is None
+    assert read_summary(tmp_path / "crash")["status"] == "failed"
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    return subprocess.run(
+        [sys.executable, "-m", "pathsgd.train", *args], cwd=cwd, env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_cli_diverging_run_exits_zero(tmp_path):
+    proc = run_cli(*TINY, "optimizer=sgd", "alpha=-8", "epochs=2", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert read_summary(tmp_path / "run")["status"] == "diverged"
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
+
+
+def test_cli_default_run_dir_is_deterministic_and_resumable(tmp_path):
+    proc = run_cli(*TINY, "epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "outputs/runs/synthetic/pathsgd-balanced-a1-d0.0-s0"
+    assert read_summary(run_dir)["status"] == "completed"
+    proc = run_cli(*TINY, "epochs=2", "resume=true", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["epoch"] for r in read_metrics_csv(run_dir / "metrics.csv")] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("alpha=nan",), "alpha=nan is not finite: alpha must be a finite real"),
+        (("epochs=0",), "epochs=0 is not a positive integer"),
+        (("batch_size=0",), "batch_size=0 is not a positive integer"),
+        (("optimizer.name=adam",), "optimizer.name='adam' is unknown: choose one of sgd, adagrad, pathsgd"),
+    ],
+)
+def test_cli_bad_values_exit_nonzero_with_a_message(tmp_path, monkeypatch, capsys, args, message):
+    """Through the real @hydra.main entry point, in-process (a subprocess per case would cost seconds)."""
+    monkeypatch.setattr(sys, "argv", ["pathsgd-train", *TINY, *args, f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exc:
+        train_mod.main()
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize("group, value", [("dataset", "foo"), ("optimizer", "adam")])
+def test_cli_unknown_group_option_exits_nonzero_listing_the_choices(tmp_path, monkeypatch, capsys, group, value):
+    monkeypatch.setattr(sys, "argv", ["pathsgd-train", f"{group}={value}", f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exc:
+        train_mod.main()
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert f"Could not find '{group}/{value}'" in err
+    assert "Available options" in err and ("synthetic" in err if group == "dataset" else "pathsgd" in err)
