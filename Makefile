@@ -21,4 +21,29 @@ test: ## run the test suite (CPU, no network)
 	$(PY) -m pytest -q
 
 # >>> reproduce (owned by the figure pipeline)
+# Each figure: alpha sweep (Hydra multirun) -> selection -> final runs -> results/<fig>/*.csv -> results/figures/.
+# Re-running continues where it stopped. LAUNCHER=slurm sends the runs to a Slurm cluster (configs/hydra/launcher/).
+REPRODUCE = $(PY) -m pathsgd.reproduce $(if $(LAUNCHER),--launcher $(LAUNCHER))
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+.PHONY: smoke reproduce-fig1 reproduce-fig2 reproduce-fig3 reproduce-fig2-fashion
+
+smoke: ## whole pipeline of Figures 1-3, tiny, on generated data -> results/smoke/ (CPU, a few minutes)
+	$(REPRODUCE) experiments/smoke/fig1.yaml experiments/smoke/fig2.yaml experiments/smoke/fig3.yaml
+	PATHSGD_RESULTS=results/smoke $(PY) -m pytest -q -p no:cacheprovider --nbmake notebooks/learning_curves.ipynb
+
+reproduce-fig1: ## Figure 1: SGD on MNIST, balanced vs unbalanced; toy updates (b, c) -> results/figures/fig1.png
+	$(REPRODUCE) experiments/fig1.yaml
+
+reproduce-fig2: ## Figure 2: 4 datasets x {Path-SGD, SGD, AdaGrad} x {balanced, unbalanced}, no dropout (GPU)
+	$(REPRODUCE) experiments/fig2.yaml
+
+reproduce-fig3: ## Figure 3: as Figure 2 with dropout 0.5, balanced init (GPU)
+	$(REPRODUCE) experiments/fig3.yaml
+
+reproduce-fig2-fashion: ## Figure 2 protocol on Fashion-MNIST (offline; the committed results/fig2_fashion_mnist/)
+	mkdir -p data/FashionMNIST/raw
+	for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do \
+	  test -e data/FashionMNIST/raw/$$f.gz || test -e data/FashionMNIST/raw/$$f || \
+	  cp $(FASHION_MNIST_DIR)/$$f.gz data/FashionMNIST/raw/; done
+	$(REPRODUCE) experiments/fig2_fashion_mnist.yaml
 # <<< reproduce

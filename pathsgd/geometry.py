@@ -54,8 +54,8 @@ def check_p(p: float) -> float:
 
 
 def _abs_pow(t: torch.Tensor, p: float) -> torch.Tensor:
-    z = t.detach().abs().to(SCALE_DTYPE)  # abs() first: .to() would alias a float64 parameter
-    return z.square_() if p == 2.0 else z.pow_(p)
+    z = t.detach().to(SCALE_DTYPE, copy=True)  # copy: never alias (and then modify) a float64 parameter
+    return z.square_() if p == 2.0 else z.abs_().pow_(p)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .geometry import (
-    SCALE_DTYPE,
     check_p,
     generic_path_sums,
     layered_linears,
@@ -28,31 +27,36 @@ def _check_lr(lr) -> float:
     return lr
 
 
-def _reciprocal(scale: torch.Tensor) -> torch.Tensor:
-    """1/gamma, and 0 where gamma = 0: an edge with no weighted path through it cannot change the
-    output, so its gradient is 0 too and the update 0/0 is taken as no update."""
-    return torch.where(scale > 0, scale.reciprocal(), torch.zeros((), dtype=scale.dtype, device=scale.device))
+def _root_reciprocal(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """sqrt(1/gamma) in ``dtype``, and 0 where gamma = 0: an edge with no weighted path through it
+    cannot change the output, so its gradient is 0 too and the update 0/0 is taken as no update."""
+    root = scale.rsqrt()
+    return torch.where(scale > 0, root, torch.zeros((), dtype=root.dtype, device=root.device)).to(dtype)
 
 
 def path_sgd_update_(
     param: torch.Tensor,
     grad: torch.Tensor,
     lr: float,
-    inv_row: torch.Tensor,
-    inv_col: torch.Tensor | None = None,
+    root_row: torch.Tensor,
+    root_col: torch.Tensor | None = None,
 ) -> None:
-    """w <- w - lr * grad / gamma, in place, for one tensor.
+    """w <- w - lr * grad / gamma, in place, for one tensor, given s = sqrt(1/gamma).
 
-    ``1/gamma`` is ``inv_row`` (a float64 tensor of the parameter's shape, or a vector over the first
-    dimension of a matrix), times ``inv_col[None, :]`` when given: for an MLP gamma is the outer
-    product of two vectors, which we never materialize. The product runs in float64 even for a
-    float32 parameter: under the paper's unbalanced init 1/gamma spans 1e-60..1e60 while the update
-    itself is as well scaled as the weight.
+    ``root_row`` is s itself (the parameter's shape) or, for an MLP weight, the row factor of
+    s = root_row[:, None] * root_col[None, :]: there gamma is an outer product of two vectors, which
+    we never materialize. The step is grad * s * s, multiplied in that order so that it fits in the
+    parameter's dtype even under the paper's unbalanced init: 1/gamma alone spans 1e-60..1e60 there,
+    beyond float32, while grad * s is as well scaled as a balanced network's gradient and
+    grad * s * s as the weight itself (rescaling a unit by c scales grad by 1/c and s by c).
     """
-    step = grad.to(SCALE_DTYPE).mul_(inv_row if inv_row.dim() == grad.dim() else inv_row[:, None])
-    if inv_col is not None:
-        step.mul_(inv_col[None, :])
-    param.sub_(step.mul_(lr).to(param.dtype))
+    if root_col is None:
+        step = grad * root_row
+        param.addcmul_(step, root_row, value=-lr)
+        return
+    step = grad * root_row[:, None]
+    step.mul_(root_col[None, :]).mul_(root_row[:, None])
+    param.addcmul_(step, root_col[None, :], value=-lr)
 
 
 class PathSGD(Optimizer):
@@ -75,8 +79,9 @@ class PathSGD(Optimizer):
     untouched.
 
     Departures from the paper: none in the update. gamma is computed in float64 whatever the model's
-    dtype (the paper's unbalanced init overflows float32 otherwise); where gamma = 0 (an edge on no
-    weighted path) the update is 0. The paper mentions momentum and AdaGrad variants; this class
+    dtype (the paper's unbalanced init overflows float32 otherwise) and applied as
+    grad * sqrt(1/gamma) * sqrt(1/gamma), which stays in float32's range; where gamma = 0 (an edge on
+    no weighted path) the update is 0. The paper mentions momentum and AdaGrad variants; this class
     implements the plain rule the paper evaluates.
     """
 
@@ -131,15 +136,16 @@ class PathSGD(Optimizer):
         lr_of = self._lr_of()
         if self._linears is not None:
             for lin, (out_f, in_f) in zip(self._linears, mlp_scale_factors(self._linears, p)):
-                inv_out = _reciprocal(out_f)
-                for w, inv_col in ((lin.weight, _reciprocal(in_f)), (lin.bias, None)):
+                dtype = lin.weight.dtype
+                root_out = _root_reciprocal(out_f, dtype)
+                for w, root_in in ((lin.weight, _root_reciprocal(in_f, dtype)), (lin.bias, None)):
                     if w is not None and w.grad is not None and id(w) in lr_of:
-                        path_sgd_update_(w, w.grad, lr_of[id(w)], inv_out, inv_col)
+                        path_sgd_update_(w, w.grad, lr_of[id(w)], root_out, root_in)
         else:
             _, sums = generic_path_sums(self.model, p, self.input_shape, graph=self._graph)
             e = 2.0 / p
             for name, w in self.model.named_parameters():
                 if w.grad is not None and id(w) in lr_of:
                     gamma = sums[name] if e == 1.0 else sums[name].pow(e)
-                    path_sgd_update_(w, w.grad, lr_of[id(w)], _reciprocal(gamma))
+                    path_sgd_update_(w, w.grad, lr_of[id(w)], _root_reciprocal(gamma, w.dtype))
         return loss

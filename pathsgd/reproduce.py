@@ -80,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "launcher": None,
     "launcher_overrides": [],
     "toy": False,
+    "env": {},  # environment variables for the runner processes (e.g. OMP_NUM_THREADS for tiny CPU runs)
     "selection": {"tolerance": DEFAULT_TOLERANCE, "per_init": False},
     "sweep": {"alphas": list(range(11)), "epochs": 20, "inits": None, "overrides": ["data.validation=10000"]},
     "final": {"epochs": 100, "overrides": ["data.validation=0"]},
@@ -305,7 +306,11 @@ def run_finished(path: Path, epochs: int) -> bool:
     return info.get("status") == "completed" and done is not None and int(done) >= epochs
 
 
-def launch(exp: dict, multiruns: Sequence[Multirun], python: str, launcher: str | None, extra: Sequence[str]) -> None:
+def launch(
+    exp: dict, multiruns: Sequence[Multirun], python: str, launcher: str | None, extra: Sequence[str]
+) -> list[str]:
+    """Run the multiruns that have work left; return a line for each one that exited with an error."""
+    failures = []
     for mr in multiruns:
         todo = [r for r in mr.runs() if not run_finished(r.path(exp), mr.epochs)]
         if not todo:
@@ -315,11 +320,14 @@ def launch(exp: dict, multiruns: Sequence[Multirun], python: str, launcher: str 
         print(f"[reproduce] {mr.phase}/{mr.dataset}: {len(todo)}/{len(mr.runs())} runs to do", flush=True)
         print("[reproduce] $ " + " ".join(_quote(c) for c in cmd), flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=os.getcwd())
+        env = {**os.environ, **{str(k): str(v) for k, v in (exp.get("env") or {}).items()}}
+        proc = subprocess.run(cmd, cwd=os.getcwd(), env=env)
         print(f"[reproduce] {mr.phase}/{mr.dataset}: exit {proc.returncode} after {time.perf_counter() - t0:.1f} s", flush=True)
         # A multirun that fails part-way leaves its finished runs; the aggregate marks the rest "failed".
         if proc.returncode != 0:
+            failures.append(f"{mr.phase}/{mr.dataset}: exit {proc.returncode}")
             print(f"[reproduce] warning: the multirun exited with {proc.returncode}; continuing", file=sys.stderr)
+    return failures
 
 
 def _quote(arg: str) -> str:
@@ -389,6 +397,10 @@ def read_selection(path: Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------------
 
 
+class PipelineError(RuntimeError):
+    """A multirun exited with an error; everything else of the pipeline was still done."""
+
+
 def _commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
@@ -425,8 +437,9 @@ def reproduce(
     sweep = plan_sweep(exp)
     paths = {"runs": out / "runs.csv", "selection": out / "selection.csv"}
 
+    failures: list[str] = []
     if "sweep" in steps:
-        launch(exp, sweep, python, launcher, extra)
+        failures += launch(exp, sweep, python, launcher, extra)
 
     sweep_runs = [r for mr in sweep for r in mr.runs()]
     if "select" in steps:
@@ -447,7 +460,7 @@ def reproduce(
     if "final" in steps:
         if not paths["selection"].exists():
             raise FileNotFoundError(f"{paths['selection']} is missing: run the select step first")
-        launch(exp, final, python, launcher, extra)
+        failures += launch(exp, final, python, launcher, extra)
 
     if "aggregate" in steps:
         table = aggregate(exp, sweep_runs + [r for mr in final for r in mr.runs()])
@@ -467,6 +480,8 @@ def reproduce(
             cmd += ["--title", str(exp["title"])]
         subprocess.run(cmd, check=True)
         paths["png"], paths["pdf"] = fig.with_suffix(".png"), fig.with_suffix(".pdf")
+    if failures:
+        raise PipelineError(f"{exp['name']}: multiruns that failed (their runs are marked in runs.csv): {failures}")
     return paths
 
 
@@ -479,9 +494,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--launcher", default=None, help="Hydra launcher: basic, submitit_local, submitit_slurm")
     parser.add_argument("--override", action="append", default=[], help="extra runner override (repeatable)")
     args = parser.parse_args(argv)
+    errors = []
     for file in args.experiments:
         exp = load_experiment(file)
-        reproduce(exp, args.steps, args.python, args.launcher, args.override, argv)
+        try:
+            reproduce(exp, args.steps, args.python, args.launcher, args.override, argv)
+        except PipelineError as err:
+            errors.append(str(err))
+    if errors:
+        sys.exit("[reproduce] " + "\n[reproduce] ".join(errors))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ learning curve of validation error per alpha (averaged over seeds when there are
   ``tolerance`` of it (errors are fractions, so the default 0.005 is half a percentage point);
 * the chosen alpha reaches it first; ties go to the lower final validation error, then to the smaller alpha.
 
-Diverged alphas (and runs that never finished) neither set the target nor can be chosen; they are listed in
-the ``diverged`` column. A choice at either end of the swept grid is flagged (``at_edge``): the best step size
+Diverged alphas neither set the target nor can be chosen; they are listed in the ``diverged`` column (runs
+that never finished, status failed/incomplete/running, are excluded the same way and listed in ``failed``). A choice at either end of the swept grid is flagged (``at_edge``): the best step size
 may lie outside it. When every alpha diverged the cell gets no alpha (empty) and no final run.
 
 Works on the tidy table of :mod:`pathsgd.reproduce` (one row per run and epoch), pandas only.
@@ -39,6 +39,7 @@ SELECTION_COLUMNS = [
     "at_edge",
     "grid",
     "diverged",
+    "failed",
     "status",
 ]
 
@@ -56,8 +57,8 @@ def select_cell(runs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> dic
 
     ``runs`` has columns ``alpha, epoch, val_error, status`` (``seed`` optional): one row per run and epoch.
     Returns a dict with keys ``alpha`` (float, or None when every alpha diverged), ``target_val_error``,
-    ``epoch_reached``, ``final_val_error``, ``at_edge``, ``grid``, ``diverged`` and ``status``
-    (``selected`` | ``all_diverged`` | ``empty``).
+    ``epoch_reached``, ``final_val_error``, ``at_edge``, ``grid``, ``diverged``, ``failed`` and ``status``
+    (``selected`` | ``all_diverged`` | ``no_finished_run`` | ``empty``).
     """
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
@@ -74,6 +75,7 @@ def select_cell(runs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> dic
         "at_edge": False,
         "grid": _alphas_str(grid),
         "diverged": "",
+        "failed": "",
         "status": "empty",
     }
     if not grid:
@@ -82,9 +84,12 @@ def select_cell(runs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> dic
     # An alpha is usable when every one of its runs (seeds) completed; one diverged seed marks the alpha.
     status_by_alpha = runs.groupby("alpha")["status"].agg(lambda s: set(s.dropna()))
     usable = sorted(float(a) for a, st in status_by_alpha.items() if st == {USABLE_STATUS})
-    result["diverged"] = _alphas_str(set(grid) - set(usable))
+    diverged = {float(a) for a, st in status_by_alpha.items() if "diverged" in st}
+    failed = set(grid) - set(usable) - diverged
+    result["diverged"] = _alphas_str(diverged)
+    result["failed"] = _alphas_str(failed)
     if not usable:
-        result["status"] = "all_diverged"
+        result["status"] = "all_diverged" if not failed else "no_finished_run"
         return result
 
     ok = runs[runs["alpha"].isin(usable)]

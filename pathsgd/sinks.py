@@ -108,7 +108,6 @@ class WandbSink:
             mode=mode,
             id=run_id,
             resume="allow" if run_id else None,
-            reinit="finish_previous",
         )
         self.run_id = self.run.id
 

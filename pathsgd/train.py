@@ -42,7 +42,7 @@ from pathsgd.sinks import CSVSink, WandbSink
 
 __all__ = ["ConfigError", "INITS", "LOGGERS", "train", "validate_config", "resolve_alpha", "run_name", "main"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pathsgd.train")  # not __main__ under `python -m`
 
 INITS = ("balanced", "unbalanced")
 LOGGERS = ("csv", "wandb")
@@ -339,6 +339,8 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
             _check_resumable(state["config"], c, run_dir)
         else:
             log.warning("no checkpoint in %s; starting afresh", run_dir)
+    elif ckpt_path.is_file():
+        log.warning("%s already holds a run; starting afresh over it (resume=true would continue it)", run_dir)
 
     torch.manual_seed(_derive_seed(seed, "dropout"))  # the global generators drive dropout
     batches = torch.Generator(device=device).manual_seed(_derive_seed(seed, "batches"))
@@ -385,7 +387,7 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
             "run_dir": str(run_dir.resolve()),
             **env,
             "wall_seconds": time.perf_counter() - t_start,
-            "wandb": None if sink_wandb is None else {"id": sink_wandb.run_id, "dir": str(sink_wandb.run.dir)},
+            "wandb": None if sink_wandb is None else {"id": sink_wandb.run_id, "dir": str(Path(sink_wandb.run.dir).parent)},
             "config": c,
         }
         if error is not None:
@@ -508,7 +510,13 @@ def _row(epoch: int, m: Mapping[str, Any], *, seconds: float, batch_loss: float 
 # Command line
 
 
-@hydra.main(version_base=None, config_path="../configs", config_name="config")
+# An absolute path: Hydra resolves a relative one against the *module* (pkg://) when the entry point is the
+# console script or an import, and ``configs/`` is not a package. The checkout's tree, so an editable
+# install (``pip install -e .``) is assumed; ``--config-dir`` adds another.
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@hydra.main(version_base=None, config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         train(cfg)

@@ -1,0 +1,27 @@
+"""The README's commands and code must not drift from the code."""
+
+import re
+from pathlib import Path
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def python_blocks():
+    return re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def test_usage_example_runs(capsys):
+    blocks = python_blocks()
+    assert blocks, "the README lost its usage example"
+    namespace = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out.strip()
+    assert float(printed) > 0  # the path-norm it prints
+    assert isinstance(namespace["opt"], namespace["PathSGD"])
+
+
+def test_make_targets_named_in_readme_exist():
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-zA-Z0-9_-]+):", makefile, flags=re.M))
+    named = set(re.findall(r"`make ([a-zA-Z0-9_-]+)", README))
+    assert named and named <= targets, named - targets
