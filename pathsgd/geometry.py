@@ -86,6 +86,18 @@ def layered_linears(model: nn.Module) -> list[nn.Linear] | None:
     return linears
 
 
+def _forward_chain(linears: Sequence[nn.Linear], p: float, weights: list[torch.Tensor] | None = None):
+    """[ones, a_1, ..., a_L]: a_l = path sums from every source into the inputs of layer l
+    (a_L: into the outputs), from a_{l+1} = |W_l|^p a_l + |b_l|^p. ``weights`` are the |W_l|^p if known."""
+    a = torch.ones(linears[0].in_features, dtype=SCALE_DTYPE, device=linears[0].weight.device)
+    chain = [a]
+    for layer, lin in enumerate(linears):
+        z = _abs_pow(lin.weight, p) if weights is None else weights[layer]
+        a = z @ a if lin.bias is None else torch.addmv(_abs_pow(lin.bias, p), z, a)
+        chain.append(a)
+    return chain
+
+
 def mlp_path_sums(linears: Sequence[nn.Linear], p: float = 2.0):
     """Algorithm 1 without the final 2/p power.
 
@@ -95,16 +107,10 @@ def mlp_path_sums(linears: Sequence[nn.Linear], p: float = 2.0):
     """
     p = check_p(p)
     weights = [_abs_pow(lin.weight, p) for lin in linears]
-    biases = [None if lin.bias is None else _abs_pow(lin.bias, p) for lin in linears]
-    device = weights[0].device
-    ins = []
-    a = torch.ones(linears[0].in_features, dtype=SCALE_DTYPE, device=device)
-    for z, zb in zip(weights, biases):
-        ins.append(a)
-        a = z @ a if zb is None else torch.addmv(zb, z, a)
-    total = a.sum()
+    *ins, last = _forward_chain(linears, p, weights)
+    total = last.sum()
     outs = [None] * len(linears)
-    g = torch.ones(linears[-1].out_features, dtype=SCALE_DTYPE, device=device)
+    g = torch.ones(linears[-1].out_features, dtype=SCALE_DTYPE, device=weights[0].device)
     for layer in reversed(range(len(linears))):
         outs[layer] = g
         g = weights[layer].T @ g
@@ -180,8 +186,11 @@ def trace_for_paths(model: nn.Module) -> torch.fx.GraphModule:
                     f"function {_name(node.target)} in {type(model).__name__}.forward is not supported by "
                     f"path_scales: supported are {SUPPORTED}"
                 )
-            if node.target in _ADD_FUNCTIONS and not all(isinstance(a, torch.fx.Node) for a in node.args):
-                raise ValueError("adding a constant inside the network is not supported by path_scales")
+            if node.target in _ADD_FUNCTIONS and (node.kwargs or not all(isinstance(a, torch.fx.Node) for a in node.args)):
+                raise ValueError(
+                    "an addition with a constant or a scale (torch.add(..., alpha=...)) is not supported by "
+                    "path_scales: only residual sums x + f(x)"
+                )
         elif node.op == "call_method":
             if node.target not in _SHAPE_METHODS | _RELU_METHODS:
                 raise ValueError(
@@ -324,13 +333,7 @@ def path_norm(
     linears = _choose(model, method)
     with torch.no_grad():
         if linears is not None:
-            a = None
-            for lin in linears:
-                z = _abs_pow(lin.weight, p)
-                a = z.sum(1) if a is None else z @ a  # first layer: inputs are all-ones
-                if lin.bias is not None:
-                    a = a + _abs_pow(lin.bias, p)
-            total = a.sum()
+            total = _forward_chain(linears, p)[-1].sum()
         else:
             total, _ = generic_path_sums(model, p, input_shape, with_grads=False)
     return total.pow(1.0 / p)

@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 from .geometry import (
     check_p,
     generic_path_sums,
+    infer_input_shape,
     layered_linears,
     mlp_scale_factors,
     trace_for_paths,
@@ -106,6 +107,8 @@ class PathSGD(Optimizer):
         self._linears = layered_linears(model)
         # Tracing validates the network (unsupported modules raise here, not at the first step).
         self._graph = None if self._linears is not None else trace_for_paths(model)
+        if self._graph is not None and self.input_shape is None:
+            infer_input_shape(model)  # a conv net without input_shape fails now, with the reason
         names = {id(w): n for n, w in model.named_parameters()}
         for group in self.param_groups:
             for w in group["params"]:
@@ -122,6 +125,13 @@ class PathSGD(Optimizer):
                 f"p={group['p']} differs between parameter groups ({self.param_groups[0]['p']} first): "
                 "gamma is a property of the whole network, so p must be one value"
             )
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:  # the loaded groups bypassed add_param_group's checks
+            _check_lr(group["lr"])
+            if check_p(group["p"]) != self.param_groups[0]["p"]:
+                raise ValueError(f"the loaded state has p={group['p']} and p={self.param_groups[0]['p']}: p must be one value")
 
     def _lr_of(self) -> dict[int, float]:
         return {id(w): group["lr"] for group in self.param_groups for w in group["params"]}

@@ -389,7 +389,8 @@ def aggregate(exp: dict, runs: Iterable[Run]) -> pd.DataFrame:
 
 
 def read_selection(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, keep_default_na=True)
+    """``selection.csv`` with its alpha lists (grid, diverged, failed) kept as text."""
+    return pd.read_csv(path, dtype={"grid": str, "diverged": str, "failed": str, "init": str})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -463,7 +464,9 @@ def reproduce(
         failures += launch(exp, final, python, launcher, extra)
 
     if "aggregate" in steps:
-        table = aggregate(exp, sweep_runs + [r for mr in final for r in mr.runs()])
+        # Final runs that were never launched (only some steps asked for) are left out, not marked failed.
+        final_runs = [r for mr in final for r in mr.runs() if "final" in steps or r.path(exp).exists()]
+        table = aggregate(exp, sweep_runs + final_runs)
         table.to_csv(paths["runs"], index=False)
         print(f"[reproduce] wrote {paths['runs']} ({len(table)} rows)", flush=True)
         if exp.get("toy"):

@@ -93,6 +93,8 @@ def resolve_alpha(cfg: Mapping[str, Any]) -> float:
         raise ConfigError(f"{key}={alpha!r} is not a real number: alpha must be a finite real (step size 10^-alpha)")
     if not math.isfinite(alpha):
         raise ConfigError(f"{key}={alpha} is not finite: alpha must be a finite real (step size 10^-alpha)")
+    if not -300 < alpha < 300:  # 10^-alpha must be a finite, non-zero float
+        raise ConfigError(f"{key}={alpha} is out of range: 10^-alpha must be a positive float, so |alpha| < 300")
     return float(alpha)
 
 
@@ -325,8 +327,6 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
             scale=c["data"]["scale"],
             synthetic=c["dataset"].get("synthetic") if name == "synthetic" else None,
         )
-    except DatasetNotFoundError:
-        raise
     except ValueError as err:
         raise ConfigError(f"dataset {name!r} with data.validation={validation}: {err}") from err
 
@@ -344,9 +344,16 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
 
     torch.manual_seed(_derive_seed(seed, "dropout"))  # the global generators drive dropout
     batches = torch.Generator(device=device).manual_seed(_derive_seed(seed, "batches"))
-    model = _build_model(c, data.in_features, data.num_classes, seed).to(device)
+    # The init's and the optimizer's own checks name the bad option; say which config group holds it.
+    try:
+        model = _build_model(c, data.in_features, data.num_classes, seed).to(device)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"init={c['init']['name']} (init.*): {err}") from err
     opt_cfg = c["optimizer"]
-    optimizer = make_optimizer(opt_cfg["name"], model, lr, **(opt_cfg.get("kwargs") or {}))
+    try:
+        optimizer = make_optimizer(opt_cfg["name"], model, lr, **(opt_cfg.get("kwargs") or {}))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"optimizer={opt_cfg['name']} (optimizer.kwargs.*): {err}") from err
 
     rows: list[dict[str, Any]] = []
     status = "running"
@@ -442,13 +449,19 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
             )
 
         if not rows:
-            rows.append(_row(0, _measure(model, data, None), seconds=0.0, batch_loss=None))
+            m = _measure(model, data, None)
+            rows.append(_row(0, m, seconds=0.0, batch_loss=None))
+            if not (m["finite"] and math.isfinite(m["train_loss"])):
+                status = "diverged"  # e.g. an init that overflowed: training it would be meaningless
+                log.warning("the initial model has non-finite loss or weights; the run diverged before training")
+                checkpoint(0)
             publish(rows[-1])
         atomic_write_json(run_dir / "summary.json", summary())
 
         n = len(data.train_x)
         steps = -(-n // c["batch_size"])
-        for epoch in range(rows[-1]["epoch"] + 1, c["epochs"] + 1):
+        last_epoch = c["epochs"] if status == "running" else 0
+        for epoch in range(rows[-1]["epoch"] + 1, last_epoch + 1):
             bar, on_step = _progress(steps, f"epoch {epoch}/{c['epochs']}")
             _sync(device)
             t0 = time.perf_counter()
@@ -472,8 +485,6 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
             publish(row)
             if status == "diverged":
                 break
-        if status == "running":  # epochs < the checkpoint's epoch is handled above; this is defensive
-            status = "completed"
         out = summary()
         atomic_write_json(run_dir / "summary.json", out)
         if sink_wandb is not None:

@@ -247,6 +247,8 @@ def test_bad_p_and_bad_model_are_rejected():
         PathSGD(small_mlp().parameters(), lr=0.1)
     with pytest.raises(ValueError, match="BatchNorm1d"):
         PathSGD(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)), lr=0.1)
+    with pytest.raises(ValueError, match="input_shape"):
+        PathSGD(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)), lr=0.1)
     with pytest.raises(ValueError, match="differs between parameter groups"):
         m = small_mlp()
         PathSGD(m, lr=0.1, param_groups=[{"params": [m.layers[0].weight]}, {"params": [m.layers[1].weight], "p": 1.0}])

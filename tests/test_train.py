@@ -256,11 +256,11 @@ def test_cli_diverging_run_exits_zero(tmp_path, monkeypatch):
 
 def test_cli_default_run_dir_is_deterministic_and_resumable(tmp_path):
     """``python -m pathsgd.train`` in a subprocess: exit 0, the run directory named from the config, resume."""
-    proc = run_cli(*TINY, "epochs=1", cwd=tmp_path)
+    proc = run_cli(*TINY, "epochs=1", "alpha=1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     run_dir = tmp_path / "outputs/runs/synthetic/pathsgd-balanced-a1-d0.0-s0"
     assert read_summary(run_dir)["status"] == "completed"
-    proc = run_cli(*TINY, "epochs=2", "resume=true", cwd=tmp_path)
+    proc = run_cli(*TINY, "epochs=2", "alpha=1", "resume=true", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert [r["epoch"] for r in read_metrics_csv(run_dir / "metrics.csv")] == [0, 1, 2]
 
@@ -272,6 +272,9 @@ def test_cli_default_run_dir_is_deterministic_and_resumable(tmp_path):
         (("epochs=0",), "epochs=0 is not a positive integer"),
         (("batch_size=0",), "batch_size=0 is not a positive integer"),
         (("optimizer.name=adam",), "optimizer.name='adam' is unknown: choose one of sgd, adagrad, pathsgd"),
+        (("alpha=400",), "alpha=400 is out of range"),
+        (("init=unbalanced", "init.max_exponent=60", "init.n_units=2000"), "init.*): unbalanced_init_ with max_exponent=60"),
+        (("optimizer.kwargs.p=0.5",), "optimizer.kwargs.*): p=0.5 is invalid"),
     ],
 )
 def test_cli_bad_values_exit_nonzero_with_a_message(tmp_path, monkeypatch, capsys, args, message):

@@ -1,0 +1,34 @@
+"""notebooks/learning_curves.ipynb runs top to bottom on tidy CSVs named by PATHSGD_RESULTS (nbmake's engine).
+
+The smoke outputs are covered by the slow test in test_pipeline.py (and by `make smoke`); here a hand-made
+study in the same CSV layout keeps the check fast.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.test_pipeline import tidy_fixture
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "learning_curves.ipynb"
+
+
+def test_notebook_reads_only_the_tidy_csvs(tmp_path):
+    tidy_fixture(tmp_path, "fig2")
+    tidy_fixture(tmp_path, "fig3", inits=("balanced",))
+    env = {**os.environ, "PATHSGD_RESULTS": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake", str(NOTEBOOK)],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]
+
+
+def test_notebook_has_no_stored_outputs():
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")
+    assert "PATHSGD_RESULTS" in nb.cells[1].source

@@ -1,0 +1,322 @@
+"""The figure pipeline (pathsgd.reproduce, scripts/plot_figures.py, experiments/, hydra launchers).
+
+Fast tests use hand-made run directories and CSVs; one test drives the real runner through a tiny sweep,
+selection, final phase, aggregation, plot and resume; the slow ones run the whole smoke study (as
+`make smoke` does) and a multirun through the submitit_local launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pathsgd import reproduce as rp
+from pathsgd.selection import select_alphas
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted((REPO / "experiments").glob("**/*.yaml"))
+STUDIES = [p for p in EXPERIMENTS if p.name != "common.yaml"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Experiment files
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: str(p.relative_to(REPO / "experiments")))
+def test_every_experiment_loads_and_names_its_command(path):
+    exp = rp.load_experiment(path)
+    assert set(exp["optimizers"]) <= {"sgd", "adagrad", "pathsgd"}
+    assert set(exp["inits"]) <= {"balanced", "unbalanced"}
+    lines = path.read_text().splitlines()
+    header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
+    assert any("make " in line or "pathsgd.reproduce" in line for line in header), "header comment lacks the command"
+
+
+def test_paper_protocol_in_the_figure_files():
+    fig2 = rp.load_experiment(REPO / "experiments/fig2.yaml")
+    assert list(fig2["datasets"]) == ["mnist", "cifar10", "cifar100", "svhn"]
+    assert fig2["sweep"]["alphas"] == list(range(11))
+    assert "data.validation=10000" in fig2["sweep"]["overrides"]
+    assert "data.validation=0" in fig2["final"]["overrides"]
+    assert "model.hidden=[4000,4000]" in fig2["overrides"]
+    assert rp.sweep_inits(fig2) == ["balanced"]
+    fig3 = rp.load_experiment(REPO / "experiments/fig3.yaml")
+    assert fig3["dropouts"] == [0.5] and fig3["inits"] == ["balanced"]
+    fig1 = rp.load_experiment(REPO / "experiments/fig1.yaml")
+    assert list(fig1["datasets"]) == ["mnist"] and fig1["optimizers"] == ["sgd"] and fig1["toy"]
+    fashion = rp.load_experiment(REPO / "experiments/fig2_fashion_mnist.yaml")
+    assert fashion["name"] != fig2["name"] and fashion["results"] == "results"
+
+
+@pytest.mark.parametrize("fig", ["fig1", "fig2", "fig3"])
+def test_smoke_studies_are_the_figures_on_stand_in_data(fig):
+    real = rp.load_experiment(REPO / f"experiments/{fig}.yaml")
+    smoke = rp.load_experiment(REPO / f"experiments/smoke/{fig}.yaml")
+    for key in ("name", "plot", "optimizers", "inits", "dropouts", "toy"):
+        assert smoke[key] == real[key], key
+    assert list(smoke["datasets"]) == list(real["datasets"])
+    labels = set()
+    for label, overrides in smoke["datasets"].items():
+        assert "dataset=synthetic" in overrides
+        labels |= {o for o in overrides if o.startswith("dataset.synthetic.label=")}
+    assert len(labels) == len(smoke["datasets"])  # one distinct generated dataset per paper dataset
+    assert smoke["results"] == "results/smoke"
+    assert min(smoke["sweep"]["alphas"]) < 0  # a step size that diverges
+
+
+def test_base_merging_and_stand_ins(tmp_path):
+    (tmp_path / "a.yaml").write_text(
+        "name: a\ndatasets: {x: [dataset=mnist], y: [dataset=svhn]}\nsweep: {alphas: [1, 2], epochs: 5}\n"
+    )
+    (tmp_path / "b.yaml").write_text("results: r\nstand_ins: {x: [dataset=synthetic], z: [dataset=synthetic]}\n")
+    (tmp_path / "c.yaml").write_text("base: [a.yaml, b.yaml]\nsweep: {epochs: 1}\n")
+    exp = rp.load_experiment(tmp_path / "c.yaml")
+    assert exp["datasets"] == {"x": ["dataset=synthetic"], "y": ["dataset=svhn"]}
+    assert exp["sweep"]["alphas"] == [1, 2] and exp["sweep"]["epochs"] == 1
+    assert exp["results"] == "r" and exp["final"]["epochs"] == 100
+    (tmp_path / "bad.yaml").write_text("name: bad\ndatasets: {x: [dataset=mnist]}\nplot: nope\n")
+    with pytest.raises(ValueError, match="plot"):
+        rp.load_experiment(tmp_path / "bad.yaml")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Planning and commands
+# ----------------------------------------------------------------------------------------------------------
+
+
+def small_exp(tmp_path, **changes) -> dict:
+    spec = {
+        "name": "t",
+        "results": str(tmp_path / "results"),
+        "raw": str(tmp_path / "raw"),
+        "datasets": {"d1": ["dataset=synthetic", "dataset.synthetic.label=d1"], "d2": ["dataset=synthetic"]},
+        "optimizers": ["sgd", "pathsgd"],
+        "inits": ["balanced", "unbalanced"],
+        "dropouts": [0.0, 0.5],
+        "sweep": {"alphas": [-6, 1, 2], "epochs": 2},
+        "final": {"epochs": 3},
+    }
+    spec.update(changes)
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return rp.load_experiment(path)
+
+
+def test_one_sweep_multirun_per_dataset(tmp_path):
+    exp = small_exp(tmp_path)
+    sweep = rp.plan_sweep(exp)
+    assert [m.dataset for m in sweep] == ["d1", "d2"]
+    cmd = sweep[0].command(exp, "python", None, ["device=cpu"])
+    assert cmd[:4] == ["python", "-m", "pathsgd.train", "--multirun"]
+    for item in ("optimizer=sgd,pathsgd", "alpha=-6,1,2", "init=balanced", "model.dropout=0.0,0.5",
+                 "epochs=2", "phase=sweep", "resume=true", "data.validation=10000", "dataset.synthetic.label=d1"):
+        assert item in cmd, item
+    assert f"hydra.sweep.dir={tmp_path / 'raw' / 't' / 'sweep' / 'd1'}" in cmd
+    assert cmd[-1] == "device=cpu"
+    assert len(sweep[0].runs()) == 2 * 2 * 3
+    assert "hydra/launcher=local" in sweep[0].command(exp, "python", "local", [])
+
+
+def test_final_plan_groups_by_alpha_and_skips_all_diverged_cells(tmp_path):
+    exp = small_exp(tmp_path, dropouts=[0.0])
+    selection = pd.DataFrame(
+        [
+            dict(dataset="d1", optimizer="sgd", dropout=0.0, init="all", alpha=1.0),
+            dict(dataset="d1", optimizer="pathsgd", dropout=0.0, init="all", alpha=1.0),
+            dict(dataset="d2", optimizer="sgd", dropout=0.0, init="all", alpha=2.0),
+            dict(dataset="d2", optimizer="pathsgd", dropout=0.0, init="all", alpha=math.nan),
+        ]
+    )
+    final, skipped = rp.plan_final(exp, selection)
+    assert [(m.dataset, m.alphas, m.optimizers, m.inits) for m in final] == [
+        ("d1", [1], ["sgd", "pathsgd"], ["balanced", "unbalanced"]),
+        ("d2", [2], ["sgd"], ["balanced", "unbalanced"]),
+    ]
+    assert {(c["dataset"], c["optimizer"], c["init"]) for c in skipped} == {
+        ("d2", "pathsgd", "balanced"), ("d2", "pathsgd", "unbalanced")
+    }
+    assert final[0].runs()[0].leaf() == "sgd-balanced-a1-d0.0-s0"
+
+
+def fake_run(path: Path, errors, status="completed", hidden=(16, 16), epochs=None):
+    path.mkdir(parents=True)
+    rows = ["epoch,train_loss,train_error,val_error,test_error,path_norm,seconds,batch_loss"]
+    rows += [f"{e},{1 + v},{v},{v},{v},3.0,{e * 0.1},0.5" for e, v in enumerate(errors)]
+    (path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    if status is not None:
+        n = len(errors) - 1 if epochs is None else epochs
+        summary = {"status": status, "epochs_completed": n, "config": {"epochs": n, "model": {"hidden": list(hidden)}}}
+        (path / "summary.json").write_text(json.dumps(summary))
+
+
+def test_aggregate_reads_run_directories_into_the_tidy_table(tmp_path):
+    exp = small_exp(tmp_path, dropouts=[0.0], optimizers=["sgd"])
+    runs = rp.plan_sweep(exp)[0].runs()  # d1: sgd x alphas (-6, 1, 2) x balanced
+    fake_run(runs[0].path(exp), [0.9, float("nan")], status="diverged")
+    fake_run(runs[1].path(exp), [0.9, 0.3, 0.2])
+    fake_run(runs[2].path(exp), [0.9, 0.5], status=None)  # killed: metrics but no summary
+    table = rp.aggregate(exp, runs + [rp.Run("sweep", "d1", "sgd", "balanced", 0.0, 7, 0)])  # 7: never ran
+    assert list(table.columns) == rp.RUN_COLUMNS
+    status = table.groupby("alpha")["status"].first().to_dict()
+    assert status == {-6: "diverged", 1: "completed", 2: "incomplete", 7: "failed"}
+    assert set(table[table.alpha == 1].width) == {16}
+    assert table[table.alpha == 1].epoch.tolist() == [0, 1, 2]
+    assert set(table.phase) == {"sweep"} and set(table.init) == {"balanced"}
+    sel = select_alphas(table)
+    assert sel.alpha.tolist() == [1.0] and sel.diverged.tolist() == ["-6"] and sel.failed.tolist() == ["2 7"]
+    assert rp.run_finished(runs[1].path(exp), 2) and not rp.run_finished(runs[1].path(exp), 3)
+    assert rp.run_finished(runs[0].path(exp), 99)  # diverged: never retried
+    assert not rp.run_finished(runs[2].path(exp), 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures from CSV alone
+# ----------------------------------------------------------------------------------------------------------
+
+
+def tidy_fixture(root: Path, name: str, datasets=("mnist", "svhn"), inits=("balanced", "unbalanced")) -> Path:
+    """A small hand-made study in the pipeline's CSV layout: runs.csv, selection.csv (and toy.csv)."""
+    rows = []
+    for d in datasets:
+        for o in ("pathsgd", "sgd", "adagrad"):
+            for a in (0, 1, 2):
+                status = "diverged" if a == 0 and o == "sgd" else "completed"
+                for e in range(4):
+                    err = 0.9 - 0.1 * e * (1 + a % 2)
+                    rows.append(dict(dataset=d, optimizer=o, init="balanced", dropout=0.0, alpha=a, phase="sweep", seed=0,
+                                     width=8, epoch=e, train_loss=2 - 0.3 * e, train_error=err, val_error=err,
+                                     test_error=err, path_norm=3.0, seconds=e * 0.1, status=status))
+            for i in inits:
+                for e in range(6):
+                    slow = 1 if (i == "balanced" or o == "pathsgd") else 3
+                    rows.append(dict(dataset=d, optimizer=o, init=i, dropout=0.0, alpha=1, phase="final", seed=0,
+                                     width=8, epoch=e, train_loss=2 / (1 + e / slow), train_error=0.5 / (1 + e / slow),
+                                     val_error=None, test_error=0.6 / (1 + e / slow), path_norm=3.0, seconds=e * 0.1,
+                                     status="completed"))
+    out = root / name
+    out.mkdir(parents=True)
+    table = pd.DataFrame(rows, columns=rp.RUN_COLUMNS)
+    table.to_csv(out / "runs.csv", index=False)
+    select_alphas(table[table.phase == "sweep"]).to_csv(out / "selection.csv", index=False)
+    return out
+
+
+def plot(results: Path, kind: str, out: Path):
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "plot_figures.py"), str(results), "--kind", kind, "--out", str(out)],
+        capture_output=True, text=True,
+    )
+
+
+def test_plot_curves_and_fig1_from_csv_only(tmp_path):
+    from pathsgd.toy import write_toy_csv
+
+    curves = tidy_fixture(tmp_path, "fig2")
+    fig1 = tidy_fixture(tmp_path, "fig1", datasets=("mnist",))
+    write_toy_csv(fig1 / "toy.csv")
+    for results, kind in ((curves, "curves"), (fig1, "fig1")):
+        out = tmp_path / "figures" / results.name
+        proc = plot(results, kind, out)
+        assert proc.returncode == 0, proc.stderr
+        assert out.with_suffix(".png").stat().st_size > 10_000
+        assert out.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The real runner: a tiny pipeline, its resume, and the launchers
+# ----------------------------------------------------------------------------------------------------------
+
+TINY = [
+    "dataset.synthetic.n_train=300",
+    "dataset.synthetic.n_test=100",
+    "dataset.synthetic.in_features=8",
+    "model.hidden=[8,8]",
+    "device=cpu",
+]
+
+
+def tiny_exp(tmp_path, **changes) -> dict:
+    spec = {
+        "name": "tiny",
+        "plot": "curves",
+        "results": str(tmp_path / "results"),
+        "raw": str(tmp_path / "raw"),
+        "datasets": {"mnist": ["dataset=synthetic", "dataset.synthetic.label=mnist"]},
+        "optimizers": ["sgd", "pathsgd"],
+        "overrides": TINY,
+        "env": {"OMP_NUM_THREADS": 1},
+        "sweep": {"alphas": [-30, 0], "epochs": 2, "overrides": ["data.validation=100"]},
+        "final": {"epochs": 2},
+    }
+    spec.update(changes)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return rp.load_experiment(path)
+
+
+def test_tiny_pipeline_through_the_runner_and_resume(tmp_path, capfd):
+    exp = tiny_exp(tmp_path)
+    paths = rp.reproduce(exp)
+    runs = pd.read_csv(paths["runs"])
+    assert list(runs.columns) == rp.RUN_COLUMNS
+    sweep, final = runs[runs.phase == "sweep"], runs[runs.phase == "final"]
+    assert len(sweep.groupby(["optimizer", "alpha"])) == 4 and set(sweep.init) == {"balanced"}
+    assert sweep[(sweep.optimizer == "sgd") & (sweep.alpha == -30)].status.iloc[0] == "diverged"
+    assert set(final.init) == {"balanced", "unbalanced"} and set(final.alpha) == {0}
+    assert final.groupby(["optimizer", "init"]).epoch.max().tolist() == [2, 2, 2, 2]
+    assert set(runs.width) == {8} and runs[runs.phase == "final"].val_error.isna().all()
+    sel = pd.read_csv(paths["selection"])
+    assert str(sel.set_index("optimizer").loc["sgd", "diverged"]) == "-30"
+    assert paths["png"].exists() and paths["pdf"].exists()
+    assert json.loads((Path(exp["results"]) / "tiny" / "meta.json").read_text())["experiment"]["name"] == "tiny"
+    capfd.readouterr()
+    rp.reproduce(exp, steps=("sweep", "select", "final", "aggregate"))  # everything done: no process started
+    out = capfd.readouterr().out
+    assert "pathsgd.train" not in out and out.count("runs done, skipped") == 2
+    assert pd.read_csv(paths["runs"]).equals(runs)
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_real_subprocess_jobs(tmp_path):
+    exp = tiny_exp(tmp_path, optimizers=["sgd"], launcher="local", inits=["balanced"])
+    paths = rp.reproduce(exp, steps=("sweep", "select", "aggregate"))
+    runs = pd.read_csv(paths["runs"])
+    assert set(runs.status) == {"diverged", "completed"}
+    submitit = list((tmp_path / "raw" / "tiny" / "sweep" / "mnist" / ".submitit").glob("*/*_result.pkl"))
+    assert len(submitit) == 2  # one submitit job per run
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_of_all_figures_and_the_notebook(tmp_path):
+    """`make smoke` in a temporary directory: the three smoke studies end to end, then the notebook."""
+    files = []
+    for fig in ("fig1", "fig2", "fig3"):
+        path = tmp_path / f"{fig}.yaml"
+        path.write_text(yaml.safe_dump({
+            "base": [str(REPO / f"experiments/smoke/{fig}.yaml")],
+            "results": str(tmp_path / "results"),
+            "raw": str(tmp_path / "outputs"),
+        }))
+        files.append(str(path))
+    proc = subprocess.run([sys.executable, "-m", "pathsgd.reproduce", *files], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for fig in ("fig1", "fig2", "fig3"):
+        runs = pd.read_csv(tmp_path / "results" / fig / "runs.csv")
+        assert set(runs.phase) == {"sweep", "final"}
+        assert (runs.status == "diverged").any()
+        assert (tmp_path / "results" / "figures" / f"{fig}.png").exists()
+    assert (tmp_path / "results" / "fig1" / "toy.csv").exists()
+    env = {**os.environ, "PATHSGD_RESULTS": str(tmp_path / "results")}
+    nb = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake",
+                         str(REPO / "notebooks" / "learning_curves.ipynb")], cwd=REPO, env=env,
+                        capture_output=True, text=True)
+    assert nb.returncode == 0, nb.stdout[-3000:]
