@@ -86,34 +86,61 @@ def layered_linears(model: nn.Module) -> list[nn.Linear] | None:
     return linears
 
 
-def _forward_chain(linears: Sequence[nn.Linear], p: float, weights: list[torch.Tensor] | None = None):
-    """[ones, a_1, ..., a_L]: a_l = path sums from every source into the inputs of layer l
-    (a_L: into the outputs), from a_{l+1} = |W_l|^p a_l + |b_l|^p. ``weights`` are the |W_l|^p if known."""
-    a = torch.ones(linears[0].in_features, dtype=SCALE_DTYPE, device=linears[0].weight.device)
-    chain = [a]
-    for layer, lin in enumerate(linears):
-        z = _abs_pow(lin.weight, p) if weights is None else weights[layer]
-        a = z @ a if lin.bias is None else torch.addmv(_abs_pow(lin.bias, p), z, a)
-        chain.append(a)
-    return chain
+# On the CPU, |W|^p is built in float64 a block of rows at a time, small enough to stay in cache, so
+# the chains read each float32 weight once instead of writing and re-reading a float64 copy of it.
+# (On a GPU one full-size pass is cheaper than many small ones.)
+CPU_BLOCK_ELEMENTS = 1 << 16
 
 
-def mlp_path_sums(linears: Sequence[nn.Linear], p: float = 2.0):
+def row_blocks(t: torch.Tensor) -> int:
+    """Rows per block for blockwise work on ``t`` (all rows off the CPU)."""
+    if t.device.type != "cpu" or t.dim() < 2:
+        return max(t.shape[0], 1)
+    return max(1, CPU_BLOCK_ELEMENTS // max(1, t[0].numel()))
+
+
+def _pow_matvec(weight: torch.Tensor, p: float, vec: torch.Tensor, *, transpose: bool = False,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``|W|^p @ vec + |b|^p``, or ``|W|^p.T @ vec``, in float64."""
+    rows = weight.shape[0]
+    step = row_blocks(weight)
+    if transpose:
+        out = torch.zeros(weight.shape[1], dtype=SCALE_DTYPE, device=weight.device)
+    else:
+        out = torch.empty(rows, dtype=SCALE_DTYPE, device=weight.device)
+    for start in range(0, rows, step):
+        z = _abs_pow(weight[start : start + step], p)
+        if transpose:
+            out.addmv_(z.T, vec[start : start + step])
+        else:
+            torch.mv(z, vec, out=out[start : start + step])
+    if bias is not None and not transpose:
+        out += _abs_pow(bias, p)
+    return out
+
+
+def _forward_sums(linears: Sequence[nn.Linear], p: float, n_layers: int) -> list[torch.Tensor]:
+    """[ones, a_1, ..., a_n]: a_{l+1} = |W_l|^p a_l + |b_l|^p, the path sums into layer l+1's inputs."""
+    sums = [torch.ones(linears[0].in_features, dtype=SCALE_DTYPE, device=linears[0].weight.device)]
+    for lin in linears[:n_layers]:
+        sums.append(_pow_matvec(lin.weight, p, sums[-1], bias=lin.bias))
+    return sums
+
+
+def mlp_path_sums(linears: Sequence[nn.Linear], p: float = 2.0, *, need_total: bool = True):
     """Algorithm 1 without the final 2/p power.
 
     Returns ``(ins, outs, total)``: float64 vectors ``ins[l]`` (size ``fan_in`` of layer l, ones for
-    the network input) and ``outs[l]`` (size ``fan_out`` of layer l, ones for the network output),
-    and ``total = phi_p^p``.
+    the network input: the path sums from every source into layer l's inputs) and ``outs[l]`` (size
+    ``fan_out`` of layer l, ones for the network output: the path sums from layer l's outputs to the
+    outputs), and ``total = phi_p^p`` (None unless ``need_total``: it costs one more layer).
     """
     p = check_p(p)
-    weights = [_abs_pow(lin.weight, p) for lin in linears]
-    *ins, last = _forward_chain(linears, p, weights)
-    total = last.sum()
-    outs = [None] * len(linears)
-    g = torch.ones(linears[-1].out_features, dtype=SCALE_DTYPE, device=weights[0].device)
-    for layer in reversed(range(len(linears))):
-        outs[layer] = g
-        g = weights[layer].T @ g
+    ins = _forward_sums(linears, p, len(linears) if need_total else len(linears) - 1)
+    total = ins.pop().sum() if need_total else None
+    outs = [torch.ones(linears[-1].out_features, dtype=SCALE_DTYPE, device=linears[0].weight.device)]
+    for lin in reversed(linears[1:]):  # layer 0's input-side sums are never needed
+        outs.insert(0, _pow_matvec(lin.weight, p, outs[0], transpose=True))
     return ins, outs, total
 
 
@@ -121,7 +148,7 @@ def mlp_scale_factors(linears: Sequence[nn.Linear], p: float = 2.0) -> list[tupl
     """Per layer ``(out_factor, in_factor)`` with gamma(W[j, i]) = out_factor[j] * in_factor[i] and
     gamma(b[j]) = out_factor[j]: the rank-one form of the scales that the optimizer uses without
     materializing the outer product."""
-    ins, outs, _ = mlp_path_sums(linears, p)
+    ins, outs, _ = mlp_path_sums(linears, p, need_total=False)
     e = 2.0 / p
     if e == 1.0:
         return list(zip(outs, ins))
@@ -333,7 +360,7 @@ def path_norm(
     linears = _choose(model, method)
     with torch.no_grad():
         if linears is not None:
-            total = _forward_chain(linears, p)[-1].sum()
+            total = _forward_sums(linears, p, len(linears))[-1].sum()
         else:
             total, _ = generic_path_sums(model, p, input_shape, with_grads=False)
     return total.pow(1.0 / p)

@@ -15,6 +15,7 @@ from .geometry import (
     infer_input_shape,
     layered_linears,
     mlp_scale_factors,
+    row_blocks,
     trace_for_paths,
 )
 
@@ -55,9 +56,13 @@ def path_sgd_update_(
         step = grad * root_row
         param.addcmul_(step, root_row, value=-lr)
         return
-    step = grad * root_row[:, None]
-    step.mul_(root_col[None, :]).mul_(root_row[:, None])
-    param.addcmul_(step, root_col[None, :], value=-lr)
+    rows = row_blocks(param)  # on the CPU, blocks of rows keep the temporary in cache
+    for start in range(0, param.shape[0], rows):
+        block = slice(start, start + rows)
+        r = root_row[block, None]
+        step = grad[block] * r
+        step.mul_(root_col[None, :]).mul_(r)
+        param[block].addcmul_(step, root_col[None, :], value=-lr)
 
 
 class PathSGD(Optimizer):

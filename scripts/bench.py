@@ -285,6 +285,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps before timing each loop (default 10)")
     ap.add_argument("--epoch-steps", type=int, default=600, help="steps per epoch (default 600: MNIST at batch 100)")
     ap.add_argument("--n-train", type=int, default=N_TRAIN, help="synthetic training points (default 60000)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA (off by default)")
     ap.add_argument("--matmul-size", type=int, default=None, help="n of the ceiling matmul (default 4096 cuda, 2048 cpu)")
     ap.add_argument("--copy-mib", type=int, default=None, help="MiB of the ceiling copy (default 1024 cuda, 256 cpu)")
@@ -295,6 +296,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             ap.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be a positive integer")
     if args.warmup < 0:
         ap.error(f"--warmup={args.warmup} must be >= 0")
+    if args.threads is not None and args.threads < 1:
+        ap.error(f"--threads={args.threads} must be a positive integer")
     if args.width is not None and args.width < 1:
         ap.error(f"--width={args.width} must be a positive integer")
     if args.steps * args.batch > args.n_train:
@@ -326,8 +329,20 @@ def format_table(record: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None  # others' work skews CPU times
     device = resolve_device(args.device)
     kind = device.type
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    if kind == "cpu" and threads > 1 and load_at_start is not None and load_at_start[0] + threads > (os.cpu_count() or 1) + 0.5:
+        # Intra-op threads wait for each other at every kernel: one descheduled thread stalls them all
+        # (seen here: 10x slower steps with 2 threads beside one busy process on 2 cores).
+        print(
+            f"warning: load average {load_at_start[0]:.1f} with {threads} torch threads on "
+            f"{os.cpu_count()} cores: CPU timings will be distorted; wait, or pass --threads 1",
+            file=sys.stderr,
+        )
     width = args.width if args.width is not None else DEFAULT_WIDTH[kind]
     matmul_n = args.matmul_size or DEFAULT_MATMUL[kind]
     copy_mib = args.copy_mib or DEFAULT_COPY_MIB[kind]
@@ -382,6 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cuda": torch.version.cuda if kind == "cuda" else None,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "loadavg_at_start": load_at_start,
         "commit": commit,
         "dirty": None if status is None else bool(status),
         "command": shlex.join(["python", *(sys.argv if argv is None else ["scripts/bench.py", *argv])]),
