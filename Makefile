@@ -17,8 +17,17 @@ install: ## create $(VENV) and install the package with its test tools
 	$(PY) -m pip install $(TORCH_PINS)
 	$(PY) -m pip install -e '.[dev]'
 
-test: ## run the test suite (CPU, no network)
-	$(PY) -m pytest -q
+test: ## run the test suite (CPU, no network; a few minutes): everything but the end-to-end pipeline
+	$(PY) -m pytest -q -m "not slow"
+
+.PHONY: test-slow
+test-slow: ## the end-to-end tests: the whole smoke pipeline and notebook in a temp dir, submitit_local jobs (CI runs both)
+	$(PY) -m pytest -q -m slow
+
+.PHONY: bench
+BENCH_ARGS ?=
+bench: ## time SGD and Path-SGD steps against the device's floor -> results/bench/<device>-<commit>.json (BENCH_ARGS="--device cpu --threads 1")
+	$(PY) scripts/bench.py $(BENCH_ARGS) --json results/bench/$$($(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")-$$(git rev-parse --short HEAD).json
 
 # >>> reproduce (owned by the figure pipeline)
 # Each figure: alpha sweep (Hydra multirun) -> selection -> final runs -> results/<fig>/*.csv -> results/figures/.

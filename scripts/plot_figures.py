@@ -19,6 +19,7 @@ Writes ``<out>.png`` and ``<out>.pdf``.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import matplotlib
@@ -64,11 +65,15 @@ def _error_ylim(final: pd.DataFrame, metric: str) -> tuple[float, float] | None:
 
 
 def plot_curves_row(axes, final: pd.DataFrame, dataset: str, log_loss: bool = True) -> None:
-    """Cross-entropy, training error and test error against epoch for one dataset."""
+    """Cross-entropy, training error and test error against epoch for one dataset.
+
+    The y-range follows the balanced runs (as in the paper, where unbalanced SGD/AdaGrad "are not even in the
+    range of the plot"); runs that end above it are listed in the panel with their last value."""
     data = final[final["dataset"] == dataset]
     for ax, (metric, label) in zip(axes, METRICS):
         optimizers = _order(data["optimizer"], list(OPT_STYLE))
         inits = _order(data["init"], list(INIT_STYLE))
+        ends = []  # (legend name, last finite value or nan, diverged)
         for init in inits:  # balanced first, so the dashed unbalanced curves lie on top
             for optimizer in optimizers:
                 runs = data[(data["optimizer"] == optimizer) & (data["init"] == init)]
@@ -80,11 +85,12 @@ def plot_curves_row(axes, final: pd.DataFrame, dataset: str, log_loss: bool = Tr
                     x = run["epoch"].to_numpy(float)
                     ax.plot(x, y, INIT_STYLE.get(init, ":"), color=color, lw=1.4 if not on_top else 1.8,
                             zorder=3 if on_top else 2, label=f"{name}, {init}" if seed == runs["seed"].min() else None)
-                    if (run["status"] == "diverged").any():
-                        finite = np.isfinite(y)
-                        if finite.any():
-                            i = np.flatnonzero(finite)[-1]
-                            ax.plot(x[i], y[i], "x", color=color, ms=8, mew=2, zorder=4)
+                    diverged = bool((run["status"] == "diverged").any())
+                    finite = np.isfinite(y)
+                    if diverged and finite.any():
+                        i = np.flatnonzero(finite)[-1]
+                        ax.plot(x[i], y[i], "x", color=color, ms=8, mew=2, zorder=4)
+                    ends.append((f"{name}, {init}", y[finite][-1] if finite.any() else math.nan, diverged))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         if metric == "train_loss":
@@ -97,6 +103,11 @@ def plot_curves_row(axes, final: pd.DataFrame, dataset: str, log_loss: bool = Tr
             lim = _error_ylim(data, metric)
             if lim:
                 ax.set_ylim(*lim)
+        top = ax.get_ylim()[1]
+        off = [f"{n}: {'diverged' if d else f'{v:.3g}'}" for n, v, d in ends if d or not v <= top]
+        if off:
+            ax.text(0.98, 0.97, "off scale (last value):\n" + "\n".join(off), transform=ax.transAxes, ha="right",
+                    va="top", fontsize=7, bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.7", alpha=0.9), zorder=5)
         ax.grid(alpha=0.3)
 
 
@@ -109,7 +120,7 @@ def plot_alpha(ax, runs: pd.DataFrame, selection: pd.DataFrame, dataset: str) ->
     last = sweep.sort_values("epoch").groupby(["optimizer", "init", "dropout", "alpha", "seed"], as_index=False).last()
     top = 1.0
     dropouts = sorted(last["dropout"].unique())
-    for optimizer in _order(last["optimizer"], list(OPT_STYLE)):
+    for k, optimizer in enumerate(_order(last["optimizer"], list(OPT_STYLE))):
         color, name = _opt(optimizer)
         for init in _order(last["init"], list(INIT_STYLE)):
             for dropout in dropouts:
@@ -122,7 +133,7 @@ def plot_alpha(ax, runs: pd.DataFrame, selection: pd.DataFrame, dataset: str) ->
                 label += f", dropout {dropout:g}" if len(dropouts) > 1 else ""
                 ax.plot(ok.index, ok.values, "o" + INIT_STYLE.get(init, ":"), color=color, ms=4, label=label)
                 if len(bad):
-                    ax.plot(bad, [top] * len(bad), "x", color=color, ms=8, mew=2)
+                    ax.plot(bad, [top - 0.03 * k] * len(bad), "x", color=color, ms=8, mew=2)  # offset: no overlap
                 sel = selection[(selection["dataset"] == dataset) & (selection["optimizer"] == optimizer)
                                 & (selection["dropout"] == dropout)]
                 sel = sel[sel["init"].isin([init, "all"])]
@@ -166,7 +177,7 @@ def figure_curves(results: Path, title: str | None) -> plt.Figure:
     fig.suptitle(f"{title or results.name} ({_describe(runs)})", y=1.0 - 0.08 / height, fontsize=12)
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1.0 - 0.35 / height),
                ncol=min(len(labels), 6), fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0.02, 0, 1, 1 - 0.95 / height))
+    fig.tight_layout(rect=(0.02, 0, 1, 1 - 0.7 / height))
     return fig
 
 
