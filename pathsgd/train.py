@@ -455,6 +455,10 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
                 status = "diverged"  # e.g. an init that overflowed: training it would be meaningless
                 log.warning("the initial model has non-finite loss or weights; the run diverged before training")
                 checkpoint(0)
+            elif lr > torch.finfo(next(model.parameters()).dtype).max:
+                status = "diverged"  # the first update is infinite (torch even refuses to apply it)
+                log.warning("step 10^-alpha = %g exceeds the weights' floating-point range; the run diverged", lr)
+                checkpoint(0)
             publish(rows[-1])
         atomic_write_json(run_dir / "summary.json", summary())
 

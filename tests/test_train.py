@@ -254,6 +254,11 @@ def test_cli_diverging_run_exits_zero(tmp_path, monkeypatch):
     assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
 
 
+def test_a_step_beyond_float32_is_a_divergence_not_a_crash(tmp_path):
+    summary = train(make_cfg("optimizer=sgd", "alpha=-40"), run_dir=tmp_path / "run")
+    assert summary["status"] == "diverged" and summary["epochs_completed"] == 0
+
+
 def test_cli_default_run_dir_is_deterministic_and_resumable(tmp_path):
     """``python -m pathsgd.train`` in a subprocess: exit 0, the run directory named from the config, resume."""
     proc = run_cli(*TINY, "epochs=1", "alpha=1", cwd=tmp_path)
