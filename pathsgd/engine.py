@@ -3,11 +3,16 @@
 Data are whole tensors on the device; an epoch is the slices of one on-device permutation, and nothing
 inside an epoch syncs with the host (losses accumulate on the device) unless a progress bar asks for a
 running loss. The runner (:mod:`pathsgd.train`), the figure pipeline and the benchmark import these.
+
+:func:`train_epoch` uses the fast step of :mod:`pathsgd.fast` (forward, backward and update written out
+for :class:`pathsgd.MLP` with SGD, AdaGrad or Path-SGD; the same updates to float32 rounding) wherever
+it applies, and :func:`train_step` (autograd and ``optimizer.step()``, the reference) otherwise.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 
 import torch
@@ -89,16 +94,41 @@ def train_epoch(
     generator: torch.Generator,
     *,
     on_step: Callable[[int, Tensor], None] | None = None,
+    fast: bool | None = None,
+    capture: str | None = None,
 ) -> Tensor:
     """One pass over ``(x, y)`` in mini-batches of an on-device permutation drawn from ``generator``.
 
-    The last batch is smaller when ``batch_size`` does not divide ``len(x)``. Returns the mean of the
-    batch losses as a 0-dim float64 tensor on the device: non-finite if any step's loss was (the caller
-    checks once per epoch). ``on_step(step, loss_sum)`` (e.g. a progress bar) is called after each step
-    with the running sum of batch losses; reading it syncs, so a caller should do so sparingly.
+    The last batch is smaller when ``batch_size`` does not divide ``len(x)`` (a separate eager call of
+    the same step when the full-size ones are captured). Returns the mean of the batch losses as a 0-dim
+    float64 tensor on the device: non-finite if any step's loss was (the caller checks once per epoch).
+    ``on_step(step, loss_sum)`` (e.g. a progress bar) is called after each step with the running sum of
+    batch losses; reading it syncs, so a caller should do so sparingly.
+
+    ``fast``: None (default) uses :class:`pathsgd.fast.FastStep` where it applies (a ``pathsgd.MLP``
+    with SGD without momentum or weight decay, AdaGrad without lr decay or weight decay, or PathSGD) and
+    :func:`train_step` otherwise; False always uses :func:`train_step`; True requires the fast step
+    (``ValueError`` naming the reason otherwise). ``capture`` (fast step only): None (eager), ``"graph"``
+    (a CUDA graph of the step; eager on the CPU) or ``"compile"`` (``torch.compile``); see
+    :mod:`pathsgd.fast`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be a positive integer")
+    step = None
+    if fast is False and capture is not None:
+        raise ValueError(f"capture={capture!r} captures the fast step, but fast=False")
+    if fast is None or fast:
+        from pathsgd.fast import CAPTURE_MODES, fast_step, unsupported_reason
+
+        if capture not in CAPTURE_MODES:
+            raise ValueError(f"capture={capture!r} is unknown: choose one of {', '.join(map(repr, CAPTURE_MODES))}")
+
+        step = fast_step(model, optimizer, capture=capture)
+        if step is None and fast:
+            raise ValueError(f"fast=True, but the fast step does not apply: {unsupported_reason(model, optimizer)}")
+        if step is None and capture is not None:
+            warnings.warn(f"capture={capture!r} is ignored: the fast step does not apply "
+                          f"({unsupported_reason(model, optimizer)})", stacklevel=2)
     model.train()
     n = len(x)
     perm = torch.randperm(n, generator=generator, device=x.device)
@@ -106,7 +136,10 @@ def train_epoch(
     steps = 0
     for start in range(0, n, batch_size):
         idx = perm[start : start + batch_size]
-        total += train_step(model, optimizer, x[idx], y[idx])
+        if step is None:
+            total += train_step(model, optimizer, x[idx], y[idx])
+        else:
+            total += step.run(x, y, idx)
         steps += 1
         if on_step is not None:
             on_step(steps, total)

@@ -7,7 +7,9 @@
 
 1. **sweep**: for every dataset, one ``python -m pathsgd.train --multirun`` process sweeps optimizer x
    dropout x alpha x init x seed on the validation split (the basic launcher runs the jobs one after another
-   in that process, so start-up is paid once per dataset).
+   in that process, so start-up is paid once per dataset). With ``sweep: {batched: true}`` each job is one
+   (optimizer, dropout, init, seed) that trains all the alphas at once (``sweep.batched=true`` of the runner),
+   writing the same run directories.
 2. **select**: :func:`pathsgd.selection.select_alphas` on the sweep's tidy rows -> ``selection.csv``.
 3. **final**: every (dataset, optimizer, init, dropout) cell with its chosen alpha on the whole training set;
    one multirun per (dataset, dropout, alpha). A cell whose alphas all diverged gets no final run.
@@ -66,6 +68,8 @@ RUN_COLUMNS = [
 METRIC_COLUMNS = RUN_COLUMNS[8:15]
 # The run directory's name inside <raw>/<name>/<phase>/<dataset>/: Hydra resolves it per job.
 SUBDIR = "${optimizer.name}-${init.name}-a${alpha}-d${model.dropout}-s${seed}"
+# With sweep.batched: Hydra's own directory of each batched job (its members go to SUBDIR's names, via sweep.dir).
+BATCHED_SUBDIR = ".batched/${optimizer.name}-${init.name}-d${model.dropout}-s${seed}"
 
 DEFAULTS: dict[str, Any] = {
     "plot": "curves",
@@ -82,7 +86,7 @@ DEFAULTS: dict[str, Any] = {
     "toy": False,
     "env": {},  # environment variables for the runner processes (e.g. OMP_NUM_THREADS for tiny CPU runs)
     "selection": {"tolerance": DEFAULT_TOLERANCE, "per_init": False},
-    "sweep": {"alphas": list(range(11)), "epochs": 20, "inits": None, "overrides": ["data.validation=10000"]},
+    "sweep": {"alphas": list(range(11)), "epochs": 20, "inits": None, "overrides": ["data.validation=10000"], "batched": False},
     "final": {"epochs": 100, "overrides": ["data.validation=0"]},
 }
 
@@ -222,20 +226,28 @@ class Multirun:
             return f"{key}=" + ",".join(str(v) for v in values)
 
         phase = exp[self.phase]
+        out_dir = (raw_dir(exp) / self.phase / self.dataset).as_posix()
         cmd = [python, "-m", "pathsgd.train", "--multirun"]
         cmd += list(exp["datasets"][self.dataset])
         cmd += list(exp["overrides"]) + list(phase.get("overrides", []))
+        if self.phase == "sweep" and phase.get("batched"):
+            # One job per (optimizer, dropout, init, seed), training all its alphas at once (pathsgd.batched),
+            # each into the run directory its separate run would have.
+            alphas = ["sweep.batched=true", "sweep.alphas=[" + ",".join(str(a) for a in self.alphas) + "]", f"sweep.dir={out_dir}"]
+            subdir = BATCHED_SUBDIR
+        else:
+            alphas, subdir = [sweep("alpha", self.alphas)], SUBDIR
         cmd += [
             sweep("optimizer", self.optimizers),
             sweep("model.dropout", [float(d) for d in self.dropouts]),
-            sweep("alpha", self.alphas),
+            *alphas,
             sweep("init", self.inits),
             sweep("seed", self.seeds),
             f"epochs={self.epochs}",
             f"phase={self.phase}",
             "resume=true",
-            f"hydra.sweep.dir={(raw_dir(exp) / self.phase / self.dataset).as_posix()}",
-            f"hydra.sweep.subdir={SUBDIR}",
+            f"hydra.sweep.dir={out_dir}",
+            f"hydra.sweep.subdir={subdir}",
         ]
         launcher = launcher or exp.get("launcher")
         if launcher:

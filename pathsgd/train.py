@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import copy
 import subprocess
 import sys
 import time
@@ -40,7 +41,10 @@ from pathsgd.data import DATASET_NAMES, SCALES, DatasetNotFoundError, load_split
 from pathsgd.engine import OPTIMIZERS, all_finite, evaluate, make_optimizer, resolve_device, step_size, train_epoch
 from pathsgd.sinks import CSVSink, WandbSink
 
-__all__ = ["ConfigError", "INITS", "LOGGERS", "train", "validate_config", "resolve_alpha", "run_name", "main"]
+__all__ = [
+    "ConfigError", "INITS", "LOGGERS", "train", "train_batched", "batched_run_dirs", "validate_config", "resolve_alpha",
+    "run_name", "main",
+]
 
 log = logging.getLogger("pathsgd.train")  # not __main__ under `python -m`
 
@@ -50,7 +54,8 @@ WANDB_MODES = ("offline", "online", "disabled")
 CHECKPOINT_FORMAT = 1
 
 # Config keys that may change between a run and its resume; any other difference is refused.
-_RESUME_MAY_CHANGE = ("resume", "epochs", "device", "phase", "checkpoint_every", "logger", "data.root", "data.download")
+# ``sweep``: a run trained in a batched sweep may be continued alone, and the other way round.
+_RESUME_MAY_CHANGE = ("resume", "epochs", "device", "phase", "checkpoint_every", "logger", "data.root", "data.download", "sweep")
 
 
 class ConfigError(ValueError):
@@ -298,26 +303,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train one configuration; write metrics.csv, summary.json and checkpoint.pt into ``run_dir``.
-
-    ``run_dir`` defaults to Hydra's output directory when Hydra is running, else the current directory.
-    Returns the summary dict (also written to ``summary.json``). Raises :class:`ConfigError` on bad input.
-    """
-    c = _as_dict(cfg)
-    validate_config(c)
-    c["alpha"] = alpha = resolve_alpha(c)
-    lr = step_size(alpha)
-    c["data"]["validation"] = validation = _validation_size(c)
-    c["data"]["root"] = str(Path(c["data"]["root"]).expanduser())
-    run_dir = Path(run_dir) if run_dir is not None else _default_run_dir()
-    device = resolve_device(c["device"])
-    seed = c["seed"]
-
-    # Data first: a missing dataset or an impossible validation size fails before anything is written.
+def _load_data(c: Mapping[str, Any], device: torch.device):
     name = c["dataset"]["name"]
+    validation = c["data"]["validation"]
     try:
-        data = load_splits(
+        return load_splits(
             name,
             c["data"]["root"],
             validation=validation,
@@ -329,6 +319,32 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
         )
     except ValueError as err:
         raise ConfigError(f"dataset {name!r} with data.validation={validation}: {err}") from err
+
+
+def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+    """Train one configuration; write metrics.csv, summary.json and checkpoint.pt into ``run_dir``.
+
+    ``run_dir`` defaults to Hydra's output directory when Hydra is running, else the current directory.
+    Returns the summary dict (also written to ``summary.json``). Raises :class:`ConfigError` on bad input.
+    With ``sweep.batched=true``: :func:`train_batched` over ``sweep.alphas``, each alpha in the run directory
+    a separate run would get beside ``run_dir`` (or in ``sweep.dir``); returns their summaries.
+    """
+    c = _as_dict(cfg)
+    validate_config(c)
+    if (c.get("sweep") or {}).get("batched"):
+        alphas = _sweep_alphas(c)
+        parent = c["sweep"].get("dir") or (Path(run_dir) if run_dir is not None else _default_run_dir()).parent
+        return train_batched(c, alphas, batched_run_dirs(c, alphas, parent))
+    c["alpha"] = alpha = resolve_alpha(c)
+    lr = step_size(alpha)
+    c["data"]["validation"] = validation = _validation_size(c)
+    c["data"]["root"] = str(Path(c["data"]["root"]).expanduser())
+    run_dir = Path(run_dir) if run_dir is not None else _default_run_dir()
+    device = resolve_device(c["device"])
+    seed = c["seed"]
+
+    # Data first: a missing dataset or an impossible validation size fails before anything is written.
+    data = _load_data(c, device)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT_NAME
@@ -381,40 +397,12 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
     t_start = time.perf_counter()
 
     def summary(error: str | None = None) -> dict[str, Any]:
-        final = {k: v for k, v in rows[-1].items()} if rows else {}
-        out = {
-            "status": status,
-            "epochs_completed": rows[-1]["epoch"] if rows else 0,
-            "epochs": c["epochs"],
-            "final": final,
-            "alpha": alpha,
-            "lr": lr,
-            "phase": c["phase"],
-            "run_name": run_name(c),
-            "run_dir": str(run_dir.resolve()),
-            **env,
-            "wall_seconds": time.perf_counter() - t_start,
-            "wandb": None if sink_wandb is None else {"id": sink_wandb.run_id, "dir": str(Path(sink_wandb.run.dir).parent)},
-            "config": c,
-        }
-        if error is not None:
-            out["error"] = error
-        return out
+        return _summary_record(c, status, rows, run_dir, env, time.perf_counter() - t_start, sink_wandb, error)
 
     def checkpoint(epoch: int) -> None:
         save_checkpoint(
             ckpt_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "epoch": epoch,
-                "status": status,
-                "rows": rows,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(device, batches),
-                "config": c,
-                "wandb_id": None if sink_wandb is None else sink_wandb.run_id,
-            },
+            _checkpoint_record(c, epoch, status, rows, model, optimizer, _rng_state(device, batches), sink_wandb),
         )
 
     try:
@@ -441,12 +429,7 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
             sink_csv.write(rows)
             if sink_wandb is not None:
                 sink_wandb.log(row)
-            log.info(
-                "epoch %d  train_loss %.4g  train_error %.4f  val_error %s  test_error %.4f  path_norm %.4g  (%.1f s)",
-                row["epoch"], row["train_loss"], row["train_error"],
-                "-" if row["val_error"] is None else f"{row['val_error']:.4f}",
-                row["test_error"], row["path_norm"], row["seconds"],
-            )
+            _log_row(row)
 
         if not rows:
             m = _measure(model, data, None)
@@ -506,6 +489,58 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
             sink_wandb.finish(exit_code=0 if status in ("completed", "diverged") else 1)
 
 
+def _summary_record(
+    c: Mapping[str, Any], status: str, rows: list[dict[str, Any]], run_dir: Path, env: Mapping[str, Any],
+    wall_seconds: float, sink_wandb: WandbSink | None, error: str | None = None,
+) -> dict[str, Any]:
+    """What ``summary.json`` holds (``c`` is the run's resolved config, its ``alpha`` resolved)."""
+    out = {
+        "status": status,
+        "epochs_completed": rows[-1]["epoch"] if rows else 0,
+        "epochs": c["epochs"],
+        "final": dict(rows[-1]) if rows else {},
+        "alpha": c["alpha"],
+        "lr": step_size(c["alpha"]),
+        "phase": c["phase"],
+        "run_name": run_name(c),
+        "run_dir": str(run_dir.resolve()),
+        **env,
+        "wall_seconds": wall_seconds,
+        "wandb": None if sink_wandb is None else {"id": sink_wandb.run_id, "dir": str(Path(sink_wandb.run.dir).parent)},
+        "config": c,
+    }
+    if error is not None:
+        out["error"] = error
+    return out
+
+
+def _checkpoint_record(
+    c: Mapping[str, Any], epoch: int, status: str, rows: list[dict[str, Any]], model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer, rng: Mapping[str, Any], sink_wandb: WandbSink | None,
+) -> dict[str, Any]:
+    """What ``checkpoint.pt`` holds."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "status": status,
+        "rows": rows,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng,
+        "config": c,
+        "wandb_id": None if sink_wandb is None else sink_wandb.run_id,
+    }
+
+
+def _log_row(row: Mapping[str, Any], prefix: str = "") -> None:
+    log.info(
+        "%sepoch %d  train_loss %.4g  train_error %.4f  val_error %s  test_error %.4f  path_norm %.4g  (%.1f s)",
+        prefix, row["epoch"], row["train_loss"], row["train_error"],
+        "-" if row["val_error"] is None else f"{row['val_error']:.4f}",
+        row["test_error"], row["path_norm"], row["seconds"],
+    )
+
+
 def _row(epoch: int, m: Mapping[str, Any], *, seconds: float, batch_loss: float | None) -> dict[str, Any]:
     return {
         "epoch": epoch,
@@ -519,6 +554,286 @@ def _row(epoch: int, m: Mapping[str, Any], *, seconds: float, batch_loss: float 
         "val_loss": m["val_loss"],
         "test_loss": m["test_loss"],
     }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Many runs in one process: sweep.batched=true (pathsgd.batched)
+
+
+def _alpha_text(alpha: float) -> str:
+    """An alpha as run directory names print it: ``3`` for an integer alpha, else the float (``0.5``)."""
+    alpha = float(alpha)
+    return str(int(alpha)) if alpha.is_integer() else str(alpha)
+
+
+def batched_run_dirs(c: Mapping[str, Any], alphas: list[float], parent: str | Path) -> list[Path]:
+    """``<parent>/<optimizer>-<init>-a<alpha>-d<dropout>-s<seed>`` per alpha: the directory names of separate
+    runs (Hydra's ``run.dir`` and the figure pipeline's sweep layout)."""
+    return [
+        Path(parent) / f"{c['optimizer']['name']}-{c['init']['name']}-a{_alpha_text(a)}-d{float(c['model']['dropout'])}-s{c['seed']}"
+        for a in alphas
+    ]
+
+
+def _sweep_alphas(c: Mapping[str, Any], alphas: Any = None) -> list[float]:
+    """``alphas`` (default ``sweep.alphas``), checked: a non-empty list of distinct finite reals."""
+    key = "sweep.alphas"
+    alphas = (c.get("sweep") or {}).get("alphas") if alphas is None else alphas
+    if not isinstance(alphas, (list, tuple)) or not alphas:
+        raise ConfigError(
+            f"{key}={alphas!r} is not a non-empty list: with sweep.batched=true, list the alphas to train, "
+            "e.g. sweep.alphas=[0,1,2,3,4,5,6,7,8,9,10]"
+        )
+    out = []
+    for a in alphas:
+        try:
+            out.append(resolve_alpha({"alpha": a}))
+        except ConfigError as err:
+            raise ConfigError(f"{key}: {err}") from None
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{key}={list(alphas)!r} repeats an alpha: each alpha is one run directory")
+    return out
+
+
+def _measure_stacked(stack, data, batch_loss: torch.Tensor | None) -> list[dict[str, Any]]:
+    """:func:`_measure` for every member of a :class:`pathsgd.batched.StackedMLP`, in one host sync."""
+    from pathsgd import batched as B
+
+    train_loss, train_error = B.evaluate(stack, data.train_x, data.train_y)
+    test_loss, test_error = B.evaluate(stack, data.test_x, data.test_y)
+    nan = torch.full_like(train_loss, math.nan)
+    val_loss, val_error = (nan, nan) if data.val_x is None else B.evaluate(stack, data.val_x, data.val_y)
+    norm = B.stacked_path_norm(stack, p=2.0).to(train_loss.device)
+    finite = B.all_finite(stack).to(train_loss.device, torch.float64)
+    batch_loss = nan if batch_loss is None else batch_loss.double()
+    columns = torch.stack([train_loss, train_error, val_loss, val_error, test_loss, test_error, norm, batch_loss, finite], 1)
+    keys = ("train_loss", "train_error", "val_loss", "val_error", "test_loss", "test_error", "path_norm", "batch_loss", "finite")
+    out = [dict(zip(keys, values)) for values in columns.tolist()]
+    if data.val_x is None:
+        for m in out:
+            m["val_loss"] = m["val_error"] = None
+    return out
+
+
+def _same_rng(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return all(
+        (x is None and y is None) or (x is not None and y is not None and torch.equal(x, y))
+        for x, y in ((a["torch"], b["torch"]), (a["cuda"], b["cuda"]), (a["batches"], b["batches"]))
+    )
+
+
+class _Member:
+    """One alpha of a batched sweep: its config, directory, record, and its single-run model and optimizer
+    (what its checkpoint holds; the stacked tensors are copied into them before each checkpoint)."""
+
+    def __init__(self, c: dict[str, Any], run_dir: Path) -> None:
+        self.c, self.run_dir = c, run_dir
+        self.lr = step_size(c["alpha"])
+        self.rows: list[dict[str, Any]] = []
+        self.status = "running"
+        self.rng: dict[str, Any] | None = None
+        self.sink = CSVSink(run_dir / "metrics.csv")
+        self.model: torch.nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def epoch(self) -> int:
+        return self.rows[-1]["epoch"]
+
+
+def train_batched(
+    cfg: DictConfig | Mapping[str, Any], alphas: list[float] | None = None, run_dirs: list[str | Path] | None = None
+) -> list[dict[str, Any]]:
+    """Train one configuration at several alphas in one process, the members' weights stacked.
+
+    ``alphas`` default to ``sweep.alphas``; ``run_dirs`` (one per alpha) to :func:`batched_run_dirs` in
+    ``sweep.dir``, else beside Hydra's run directory. Each directory receives what a separate run of that
+    alpha writes (metrics.csv, summary.json with that alpha and config, checkpoint.pt that a separate
+    ``resume=true`` run accepts), with the same metrics up to float32 rounding: the members share the init,
+    the batch order and the dropout masks, as separate runs with one seed do. ``seconds`` is the member's
+    share of the batch's training time (an epoch's time over the members trained in it). A member whose loss
+    or weights turn non-finite is recorded ``diverged`` and dropped from the stack; the others go on.
+    ``resume=true`` continues every member from its checkpoint (members at different epochs are brought level
+    first); finished members are reported again. Supports logger=csv and the options of
+    :data:`pathsgd.batched.OPTIMIZER_OPTIONS`. Returns the summaries, in the order of ``alphas``.
+    """
+    from pathsgd import batched as B
+
+    c = _as_dict(cfg)
+    validate_config(c)
+    alphas = _sweep_alphas(c, alphas)
+    if run_dirs is None:
+        parent = (c.get("sweep") or {}).get("dir") or _default_run_dir().parent
+        run_dirs = batched_run_dirs(c, alphas, parent)
+    run_dirs = [Path(d) for d in run_dirs]
+    if len(run_dirs) != len(alphas) or len({d.resolve() for d in run_dirs}) != len(run_dirs):
+        raise ValueError(f"train_batched needs one distinct run directory per alpha: {len(alphas)} alphas, {run_dirs}")
+    if c["logger"]["name"] != "csv":
+        raise ConfigError(
+            f"logger={c['logger']['name']} with sweep.batched=true: a batched sweep writes CSV records only; "
+            "use logger=csv, or separate runs (sweep.batched=false) for W&B"
+        )
+    opt_cfg = c["optimizer"]
+    kwargs = dict(opt_cfg.get("kwargs") or {})
+    unsupported = sorted(set(kwargs) - set(B.OPTIMIZER_OPTIONS[opt_cfg["name"]]))
+    if unsupported:
+        raise ConfigError(
+            f"optimizer={opt_cfg['name']} (optimizer.kwargs.*): {unsupported} not supported with sweep.batched=true; "
+            f"supported: {sorted(B.OPTIMIZER_OPTIONS[opt_cfg['name']])}"
+        )
+    c["data"]["validation"] = _validation_size(c)
+    c["data"]["root"] = str(Path(c["data"]["root"]).expanduser())
+    device = resolve_device(c["device"])
+    seed = c["seed"]
+    data = _load_data(c, device)
+
+    members = []
+    for alpha, run_dir in zip(alphas, run_dirs):
+        mc = copy.deepcopy(c)
+        mc["alpha"] = alpha
+        members.append(_Member(mc, run_dir))
+
+    # The global generator (dropout) and the batch order as a separate run seeds them; building the model
+    # consumes the global generator as there (nn.Linear's own init), so the dropout masks line up.
+    torch.manual_seed(_derive_seed(seed, "dropout"))
+    batches = torch.Generator(device=device).manual_seed(_derive_seed(seed, "batches"))
+    try:
+        model0 = _build_model(c, data.in_features, data.num_classes, seed).to(device)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"init={c['init']['name']} (init.*): {err}") from err
+    fresh_rng = _rng_state(device, batches)
+
+    for m in members:
+        state = None
+        ckpt_path = m.run_dir / CHECKPOINT_NAME
+        if c["resume"] and ckpt_path.is_file():
+            state = load_checkpoint(ckpt_path)
+            _check_resumable(state["config"], m.c, m.run_dir)
+        elif c["resume"]:
+            log.warning("no checkpoint in %s; starting afresh", m.run_dir)
+        elif ckpt_path.is_file():
+            log.warning("%s already holds a run; starting afresh over it (resume=true would continue it)", m.run_dir)
+        m.model = copy.deepcopy(model0)
+        try:
+            m.optimizer = make_optimizer(opt_cfg["name"], m.model, m.lr, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"optimizer={opt_cfg['name']} (optimizer.kwargs.*): {err}") from err
+        m.rng = fresh_rng
+        if state is not None:
+            m.model.load_state_dict(state["model"])
+            m.optimizer.load_state_dict(state["optimizer"])
+            m.rng, m.rows = state["rng"], list(state["rows"])
+            if state["status"] == "diverged" or state["epoch"] >= c["epochs"]:
+                m.status = state["status"] if state["status"] == "diverged" else "completed"
+                log.warning("run in %s already %s at epoch %d; nothing to do", m.run_dir, m.status, state["epoch"])
+            else:
+                log.info("resuming %s from epoch %d", m.run_dir, state["epoch"])
+        m.run_dir.mkdir(parents=True, exist_ok=True)
+
+    env = {"commit": _git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda, "device": _device_name(device)}
+    t_start = time.perf_counter()
+
+    def summary(m: _Member, error: str | None = None) -> dict[str, Any]:
+        out = _summary_record(m.c, m.status, m.rows, m.run_dir, env, time.perf_counter() - t_start, None, error)
+        out["batched"] = {"alphas": alphas}
+        return out
+
+    def checkpoint(m: _Member, rng: Mapping[str, Any]) -> None:
+        save_checkpoint(
+            m.run_dir / CHECKPOINT_NAME, _checkpoint_record(m.c, m.epoch, m.status, m.rows, m.model, m.optimizer, rng, None)
+        )
+
+    def publish(m: _Member) -> None:
+        m.sink.write(m.rows)
+        _log_row(m.rows[-1], prefix=f"alpha={_alpha_text(m.c['alpha'])}: ")
+
+    try:
+        # Row 0 of the fresh members: one measurement, since they share the init.
+        fresh = [m for m in members if m.status == "running" and not m.rows]
+        if fresh:
+            m0 = _measure(model0, data, None)
+            for m in fresh:
+                m.rows.append(_row(0, m0, seconds=0.0, batch_loss=None))
+                if not (m0["finite"] and math.isfinite(m0["train_loss"])):
+                    m.status = "diverged"
+                    log.warning("the initial model has non-finite loss or weights; the run diverged before training")
+                    checkpoint(m, fresh_rng)
+                elif m.lr > torch.finfo(next(model0.parameters()).dtype).max:
+                    m.status = "diverged"
+                    log.warning("step 10^-alpha = %g exceeds the weights' floating-point range; the run diverged", m.lr)
+                    checkpoint(m, fresh_rng)
+                publish(m)
+        for m in members:
+            atomic_write_json(m.run_dir / "summary.json", summary(m))
+
+        # Members resumed at different epochs: the earliest are trained alone until the next ones join them.
+        pending = [(m.epoch, m) for m in members if m.status == "running"]
+        levels = sorted({e for e, _ in pending})
+        active: list[_Member] = []
+        n = len(data.train_x)
+        steps = -(-n // c["batch_size"])
+        for i, level in enumerate(levels):
+            joining = [m for e, m in pending if e == level]
+            if not active:
+                _set_rng_state(joining[0].rng, device, batches)
+            elif not _same_rng(_rng_state(device, batches), joining[0].rng):
+                log.warning("the runs resumed at epoch %d were saved with other generator states than the batch reaches", level)
+            active += joining
+            stack = B.StackedMLP.from_models([m.model for m in active])
+            optimizer = B.StackedOptimizer.from_optimizers(opt_cfg["name"], stack, [m.optimizer for m in active], **kwargs)
+            until = levels[i + 1] if i + 1 < len(levels) else c["epochs"]
+            for epoch in range(level + 1, until + 1):
+                bar, on_step = _progress(steps, f"epoch {epoch}/{c['epochs']} ({len(active)} runs)")
+                _sync(device)
+                t0 = time.perf_counter()
+                try:
+                    batch_loss = B.train_epoch(
+                        stack, optimizer, data.train_x, data.train_y, c["batch_size"], batches,
+                        on_step=None if on_step is None else lambda s, total: on_step(s, total.nanmean()),
+                    )
+                    _sync(device)
+                finally:
+                    bar.close()
+                share = (time.perf_counter() - t0) / len(active)
+                rng = _rng_state(device, batches)
+                for k, (m, meas) in enumerate(zip(active, _measure_stacked(stack, data, batch_loss))):
+                    diverged = not (meas["finite"] and math.isfinite(meas["batch_loss"]) and math.isfinite(meas["train_loss"]))
+                    m.rows.append(_row(epoch, meas, seconds=m.rows[-1]["seconds"] + share, batch_loss=meas["batch_loss"]))
+                    if diverged:
+                        m.status = "diverged"
+                        log.warning("epoch %d: non-finite loss or weights; the run diverged (alpha=%g)", epoch, m.c["alpha"])
+                    elif epoch == c["epochs"]:
+                        m.status = "completed"
+                    if m.status != "running" or epoch % c["checkpoint_every"] == 0:
+                        stack.member(k, into=m.model)
+                        optimizer.export_to(k, m.optimizer)
+                        checkpoint(m, rng)
+                    publish(m)
+                    if m.status != "running":
+                        atomic_write_json(m.run_dir / "summary.json", summary(m))
+                keep = [k for k, m in enumerate(active) if m.status == "running"]
+                if len(keep) < len(active):  # diverged members stop costing anything
+                    active = [active[k] for k in keep]
+                    if not active:
+                        break
+                    stack.select_(keep)
+                    optimizer.select_(keep)
+            for k, m in enumerate(active):  # back into the single-run objects, for the members joining next
+                stack.member(k, into=m.model)
+                optimizer.export_to(k, m.optimizer)
+        out = [summary(m) for m in members]
+        for m, s in zip(members, out):
+            atomic_write_json(m.run_dir / "summary.json", s)
+        return out
+    except BaseException as err:
+        for m in members:
+            if m.status == "running":
+                m.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+                try:
+                    atomic_write_json(m.run_dir / "summary.json", summary(m, error=f"{type(err).__name__}: {err}"))
+                except Exception:  # never hide the original error
+                    log.exception("could not write %s", m.run_dir / "summary.json")
+        raise
 
 
 # ----------------------------------------------------------------------------------------------------

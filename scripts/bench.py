@@ -5,20 +5,25 @@ One process measures, on a 784-W-W-10 ReLU net with mini-batches of 100 and synt
 * the authors'-style loop: ``nn.Sequential``, ``torch.optim.SGD``, a DataLoader over host memory,
   ``.to(device)`` and ``loss.item()`` every step; for Path-SGD, gamma by autograd on the |w|^2 twin
   each step and the gradients divided by it before ``optimizer.step()`` (the naive baseline);
-* the runner's training step (:func:`pathsgd.engine.train_epoch` on data that lives on the device)
-  with ``make_optimizer("sgd")`` and ``make_optimizer("pathsgd")``, so speed work on the engine or the
-  optimizer shows up here;
+* the runner's reference step (:func:`pathsgd.engine.train_epoch` with ``fast=False``, on data that
+  lives on the device: autograd, then ``optimizer.step()`` of ``make_optimizer("sgd")`` and
+  ``make_optimizer("pathsgd")``), so speed work on the optimizer shows up here;
+* the runner's fast step (``train_epoch`` by default: :class:`pathsgd.fast.FastStep`, forward, backward
+  and update written out for the MLP, eager, or with ``--capture graph|compile`` a CUDA graph or
+  ``torch.compile`` of the step);
 * the runner's loop with Path-SGD done naively: the float64 outer-product gamma of every layer
   (``pathsgd.path_scales``) and ``w -= lr * g / gamma``;
 * the device's ceilings (a large float32 matmul -> FLOP/s, a large copy -> bytes/s) and the floor
   per epoch that they give for this network.
 
 Each time is the median over ``--repeats`` of ``--steps`` steps after a warm-up, with the device
-synchronized around it, scaled to ``--epoch-steps`` steps (600 = one MNIST epoch at batch 100).
+synchronized around it, scaled to ``--epoch-steps`` steps (600 = one MNIST epoch at batch 100). The
+loops take turns, one repeat each per round, so that load from other processes hits them alike.
 Runs with torch alone::
 
     python scripts/bench.py                      # cuda if available (width 4000), else cpu (width 1024)
     python scripts/bench.py --device cpu --json results/bench/cpu.json
+    python scripts/bench.py --device cuda --capture graph   # the fast step captured in a CUDA graph
 """
 
 from __future__ import annotations
@@ -59,8 +64,10 @@ LR = 1e-3  # small enough that neither optimizer diverges within a benchmark on 
 MEASUREMENTS = (  # JSON key prefix, label in the table
     ("official_sgd", "authors' loop, SGD"),
     ("official_pathsgd", "authors' loop, Path-SGD (autograd twin)"),
-    ("sgd", "runner, SGD"),
-    ("pathsgd", "runner, Path-SGD"),
+    ("sgd", "runner, SGD (reference step: autograd + optimizer.step)"),
+    ("pathsgd", "runner, Path-SGD (reference step)"),
+    ("fast_sgd", "runner fast step, SGD"),
+    ("fast_pathsgd", "runner fast step, Path-SGD"),
     ("naive_pathsgd", "runner, naive Path-SGD (float64 outer gamma)"),
 )
 RATIOS = (  # name, numerator, denominator
@@ -70,6 +77,12 @@ RATIOS = (  # name, numerator, denominator
     ("pathsgd/floor", "pathsgd", "floor"),
     ("sgd/floor", "sgd", "floor"),
     ("naive_pathsgd/sgd", "naive_pathsgd", "sgd"),
+    ("fast_pathsgd/fast_sgd", "fast_pathsgd", "fast_sgd"),
+    ("pathsgd/fast_pathsgd", "pathsgd", "fast_pathsgd"),
+    ("sgd/fast_sgd", "sgd", "fast_sgd"),
+    ("official_pathsgd/fast_pathsgd", "official_pathsgd", "fast_pathsgd"),
+    ("fast_pathsgd/floor", "fast_pathsgd", "floor"),
+    ("fast_sgd/floor", "fast_sgd", "floor"),
 )
 
 
@@ -189,10 +202,13 @@ class NaivePathSGD(torch.optim.Optimizer):
 
 
 class RunnerLoop:
-    """``pathsgd.engine.train_epoch`` over the first ``steps * batch`` rows of data on the device."""
+    """``pathsgd.engine.train_epoch`` over the first ``steps * batch`` rows of data on the device, with the
+    reference step (``fast=False``) or the fast one (``fast=True``, captured as ``capture`` says)."""
 
-    def __init__(self, x_dev, y_dev, width, depth, batch, device, optimizer: str):
+    def __init__(self, x_dev, y_dev, width, depth, batch, device, optimizer: str, *, fast: bool = False,
+                 capture: str | None = None):
         self.x, self.y, self.batch = x_dev, y_dev, batch
+        self.fast, self.capture = fast, capture
         self.model = MLP(IN_FEATURES, NUM_CLASSES, hidden=(width,) * depth)
         balanced_init_(self.model, torch.Generator().manual_seed(0))
         self.model.to(device)
@@ -204,7 +220,8 @@ class RunnerLoop:
 
     def run(self, steps: int):
         n = steps * self.batch
-        return train_epoch(self.model, self.optimizer, self.x[:n], self.y[:n], self.batch, self.generator)
+        return train_epoch(self.model, self.optimizer, self.x[:n], self.y[:n], self.batch, self.generator,
+                           fast=self.fast, capture=self.capture)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,6 +304,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--n-train", type=int, default=N_TRAIN, help="synthetic training points (default 60000)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA (off by default)")
+    ap.add_argument("--capture", choices=("none", "graph", "compile"), default="none",
+                    help="the fast step: eager (none), a CUDA graph (graph; CUDA only) or torch.compile")
     ap.add_argument("--matmul-size", type=int, default=None, help="n of the ceiling matmul (default 4096 cuda, 2048 cpu)")
     ap.add_argument("--copy-mib", type=int, default=None, help="MiB of the ceiling copy (default 1024 cuda, 256 cpu)")
     ap.add_argument("--json", type=Path, default=None, help="write the record here")
@@ -349,6 +368,9 @@ def main(argv: list[str] | None = None) -> dict:
     if kind == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)
         torch.backends.cudnn.allow_tf32 = bool(args.tf32)
+    if args.capture == "graph" and kind != "cuda":
+        print("warning: --capture graph needs CUDA; the fast step runs eagerly on the CPU", file=sys.stderr)
+    capture = None if args.capture == "none" or (args.capture == "graph" and kind != "cuda") else args.capture
     torch.manual_seed(0)
 
     # Synthetic MNIST-sized data: in host memory for the authors' loop, on the device for the runner.
@@ -362,21 +384,31 @@ def main(argv: list[str] | None = None) -> dict:
         "sgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "sgd"),
         "pathsgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "pathsgd"),
         "naive_pathsgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "naive_pathsgd"),
+        "fast_sgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "sgd", fast=True,
+                                       capture=capture),
+        "fast_pathsgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "pathsgd", fast=True,
+                                           capture=capture),
     }
-    s_per_step: dict[str, float | None] = {}
-    finite: dict[str, bool] = {}
-    for key, build in loops.items():
-        loop = build()
+    # All loops are built and warmed up first, then timed in turns (one repeat of each per round), so a
+    # change in the load of a shared machine affects every loop alike and the ratios stay meaningful.
+    built = {key: build() for key, build in loops.items()}
+    for loop in built.values():
         if args.warmup:
             loop.run(args.warmup)
-        s_per_step[key] = median_time(lambda: loop.run(args.steps), device, args.repeats, warmup=0) / args.steps
+    times: dict[str, list[float]] = {key: [] for key in built}
+    for _ in range(args.repeats):
+        for key, loop in built.items():
+            times[key].append(median_time(lambda: loop.run(args.steps), device, 1, warmup=0))
+    s_per_step: dict[str, float | None] = {key: statistics.median(t) / args.steps for key, t in times.items()}
+    finite: dict[str, bool] = {}
+    for key, loop in built.items():
         model = loop.net if isinstance(loop, OfficialLoop) else loop.model
         finite[key] = all(bool(torch.isfinite(w).all()) for w in model.parameters())
         if not finite[key]:
             print(f"warning: {key} produced non-finite weights; its time may not be representative", file=sys.stderr)
-        del loop, model
-        if kind == "cuda":
-            torch.cuda.empty_cache()
+    del built, loop, model
+    if kind == "cuda":
+        torch.cuda.empty_cache()
 
     flop_s = matmul_flops_per_s(device, matmul_n, args.repeats)
     bytes_s = copy_bytes_per_s(device, copy_mib, args.repeats)
@@ -411,6 +443,7 @@ def main(argv: list[str] | None = None) -> dict:
         "epoch_steps": args.epoch_steps,
         "n_train": args.n_train,
         "tf32": bool(args.tf32) if kind == "cuda" else None,
+        "capture": capture,
         "lr": LR,
         "n_params": n_params,
         **per_epoch,
@@ -431,6 +464,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"784-{'-'.join([str(width)] * args.depth)}-10, batch {args.batch}, "
         f"{args.epoch_steps} steps/epoch, median of {args.repeats} x {args.steps} steps"
         + (f", tf32={'on' if args.tf32 else 'off'}" if kind == "cuda" else "")
+        + f", fast step {capture or 'eager'}"
     )
     print(header)
     print(format_table(record))
