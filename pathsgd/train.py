@@ -337,7 +337,7 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
         return train_batched(c, alphas, batched_run_dirs(c, alphas, parent))
     c["alpha"] = alpha = resolve_alpha(c)
     lr = step_size(alpha)
-    c["data"]["validation"] = validation = _validation_size(c)
+    c["data"]["validation"] = _validation_size(c)
     c["data"]["root"] = str(Path(c["data"]["root"]).expanduser())
     run_dir = Path(run_dir) if run_dir is not None else _default_run_dir()
     device = resolve_device(c["device"])

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import shlex
@@ -398,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
     times: dict[str, list[float]] = {key: [] for key in built}
     for _ in range(args.repeats):
         for key, loop in built.items():
-            times[key].append(median_time(lambda: loop.run(args.steps), device, 1, warmup=0))
+            times[key].append(median_time(lambda loop=loop: loop.run(args.steps), device, 1, warmup=0))
     s_per_step: dict[str, float | None] = {key: statistics.median(t) / args.steps for key, t in times.items()}
     finite: dict[str, bool] = {}
     for key, loop in built.items():

@@ -7,7 +7,6 @@ The library (``pathsgd.batched``) against the runner's own step (``pathsgd.engin
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
