@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .geometry import pow_matvecs
+from .geometry import SCALE_DTYPE, _abs_pow, check_p, pow_matvecs
+from .optim import _root_reciprocal
 from .models import MLP
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "all_finite",
 ]
 
-SCALE_DTYPE = torch.float64  # as pathsgd.geometry: |w|^2 overflows float32 under the unbalanced init
 
 # The constructor options each optimizer supports here, with torch's defaults (the runner's configs set them).
 OPTIMIZER_OPTIONS: dict[str, dict[str, object]] = {
@@ -152,11 +152,6 @@ def _block_rows(w: Tensor) -> int:
     return max(1, (1 << 26) // max(w.shape[0] * w.shape[2], 1))
 
 
-def _pow(t: Tensor, p: float) -> Tensor:
-    z = t.detach().to(SCALE_DTYPE, copy=True)
-    return z.square_() if p == 2.0 else z.abs_().pow_(p)
-
-
 def _pow_bmv(w: Tensor, p: float, vec: Tensor, *, transpose: bool = False, batched: bool | None = None) -> Tensor:
     """Per member ``|W|^p @ vec`` (or ``|W|^p.T @ vec``) in float64; ``w`` [K, out, in], ``vec`` [K, in|out].
 
@@ -170,7 +165,7 @@ def _pow_bmv(w: Tensor, p: float, vec: Tensor, *, transpose: bool = False, batch
     step = _block_rows(w)
     out = torch.zeros(k, 1, cols if transpose else rows, dtype=SCALE_DTYPE, device=w.device)
     for start in range(0, rows, step):
-        z = _pow(w[:, start : start + step], p)
+        z = _abs_pow(w[:, start : start + step], p)
         if transpose:
             out.baddbmm_(vec[:, None, start : start + step], z)
         else:
@@ -182,7 +177,7 @@ def _forward_sums(model: StackedMLP, p: float, n_layers: int) -> list[Tensor]:
     w0 = model.weights[0]
     sums = [torch.ones(w0.shape[0], w0.shape[2], dtype=SCALE_DTYPE, device=w0.device)]
     for w, b in list(zip(model.weights, model.biases))[:n_layers]:
-        sums.append(_pow_bmv(w, p, sums[-1]) + _pow(b, p))
+        sums.append(_pow_bmv(w, p, sums[-1]) + _abs_pow(b, p))
     return sums
 
 
@@ -212,12 +207,6 @@ def stacked_path_norm(model: StackedMLP, p: float = 2.0) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 # The optimizers, batched over members
 # --------------------------------------------------------------------------------------------------
-
-
-def _root_reciprocal(scale: Tensor, dtype: torch.dtype) -> Tensor:
-    """sqrt(1/gamma) in ``dtype``, 0 where gamma = 0 (as pathsgd.optim: an edge on no path is not moved)."""
-    root = scale.rsqrt()
-    return torch.where(scale > 0, root, torch.zeros((), dtype=root.dtype, device=root.device)).to(dtype)
 
 
 def _per_member(v: Tensor, like: Tensor) -> Tensor:
@@ -253,8 +242,8 @@ class StackedOptimizer:
         self.name = name
         self.model = model
         self.options = {**OPTIMIZER_OPTIONS[name], **options}
-        if name == "pathsgd" and float(self.options["p"]) < 1.0:
-            raise ValueError(f"p={self.options['p']!r} is invalid: the path-norm needs a finite p >= 1")
+        if name == "pathsgd":
+            self.options["p"] = check_p(self.options["p"])
         p0 = model.params[0]
         self.lrs = torch.tensor(lrs, dtype=torch.float64, device=p0.device)
         self.steps = torch.zeros(len(lrs), dtype=torch.float64, device=p0.device)  # updates done, per member

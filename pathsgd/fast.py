@@ -40,7 +40,6 @@ and the cross-entropy gradient is ``(softmax - onehot) / B``. Parameters' ``.gra
 from __future__ import annotations
 
 import warnings
-import weakref
 from collections.abc import Callable
 
 import torch
@@ -316,22 +315,24 @@ def _signature(model: nn.Module, optimizer: torch.optim.Optimizer, capture: str 
     return (id(model), tuple((id(t), t.data_ptr()) for t in tensors), groups, capture)
 
 
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Where an optimizer keeps its FastStep: an attribute, so the step (which holds the optimizer and the
+# model) lives and dies with the optimizer instead of in a module-level cache that would keep them alive.
+_ATTRIBUTE = "_pathsgd_fast_step"
 
 
 def fast_step(model: nn.Module, optimizer: torch.optim.Optimizer, *, capture: str | None = None) -> FastStep | None:
     """The :class:`FastStep` for ``(model, optimizer)``, or None when it does not apply.
 
-    Cached per optimizer (a captured graph outlives the epoch) and rebuilt when a parameter, a state
+    Kept on the optimizer (a captured graph outlives the epoch) and rebuilt when a parameter, a state
     tensor, a hyperparameter or the capture mode changed (e.g. after ``optimizer.load_state_dict``).
     """
     if unsupported_reason(model, optimizer) is not None:
         return None
     if capture == "graph" and next(model.parameters()).device.type != "cuda":
         capture = None  # CUDA graphs need CUDA; on the CPU the step is eager
-    cached = _CACHE.get(optimizer)
+    cached = getattr(optimizer, _ATTRIBUTE, None)
     if cached is not None and cached.model is model and cached.signature == _signature(model, optimizer, capture):
         return cached
     step = FastStep(model, optimizer, capture=capture)
-    _CACHE[optimizer] = step
+    setattr(optimizer, _ATTRIBUTE, step)
     return step

@@ -3,7 +3,8 @@
 For one cell (dataset, optimizer, dropout, and init when each init is tuned separately) the sweep holds one
 learning curve of validation error per alpha (averaged over seeds when there are several).
 
-* target: the lowest validation error that any non-diverged alpha reached at any epoch;
+* target: the lowest validation error that any non-diverged alpha reached at any epoch after the first
+  update (epoch >= 1; epoch 0 is the common initial network);
 * each non-diverged alpha *reaches* the target at the first epoch where its validation error is within
   ``tolerance`` of it (errors are fractions, so the default 0.005 is half a percentage point);
 * the chosen alpha reaches it first; ties go to the lower final validation error, then to the smaller alpha.
@@ -92,7 +93,9 @@ def select_cell(runs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> dic
         result["status"] = "all_diverged" if not failed else "no_finished_run"
         return result
 
-    ok = runs[runs["alpha"].isin(usable)]
+    # Epoch 0 is the shared initial network: no alpha "reached" anything there, so it neither sets the
+    # target nor counts as reaching it (else every alpha would tie when the init is already near the best).
+    ok = runs[runs["alpha"].isin(usable) & (runs["epoch"] >= 1)]
     # Mean over seeds at each (alpha, epoch); epochs without a validation value are ignored.
     curves = (
         ok.dropna(subset=["val_error"])

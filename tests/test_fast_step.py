@@ -241,12 +241,30 @@ def test_fused_scale_factors_equal_geometry(hidden, p):
 def test_capture_graph_on_the_cpu_runs_eagerly():
     x, y = data(n=3 * BATCH)
     ref, fast, _ = model_pair(0.0, "balanced")
-    for model, capture in ((ref, None), (fast, "graph")):
+    eager = copy.deepcopy(ref)
+    for model, kwargs in ((ref, {"fast": False}), (eager, {}), (fast, {"capture": "graph"})):
         torch.manual_seed(0)
-        train_epoch(model, make_optimizer("sgd", model, 0.1), x, y, BATCH, torch.Generator().manual_seed(0),
-                    capture=capture)
-    for a, b in zip(ref.parameters(), fast.parameters()):
-        assert torch.equal(a, b)
+        train_epoch(model, make_optimizer("sgd", model, 0.1), x, y, BATCH, torch.Generator().manual_seed(0), **kwargs)
+    for a, b, c in zip(ref.parameters(), eager.parameters(), fast.parameters()):
+        assert torch.equal(b, c)  # "graph" on the CPU is the eager fast step, exactly
+        torch.testing.assert_close(c, a, rtol=1e-5, atol=1e-6)  # which is the reference step
+    initial = model_pair(0.0, "balanced")[0]
+    assert not torch.equal(initial.layers[0].weight, fast.layers[0].weight)  # and it trained
+
+
+def test_fast_step_lives_and_dies_with_its_optimizer():
+    import gc
+    import weakref
+
+    _, model, _ = model_pair(0.0, "balanced")
+    opt = make_optimizer("pathsgd", model, 0.1)
+    x, y = data(n=BATCH)
+    train_epoch(model, opt, x, y, BATCH, torch.Generator().manual_seed(0))
+    assert fast_step(model, opt) is fast_step(model, opt)  # cached
+    alive = weakref.ref(opt), weakref.ref(model)
+    del opt, model
+    gc.collect()
+    assert alive[0]() is None and alive[1]() is None
 
 
 def test_bad_capture_mode_is_an_error():

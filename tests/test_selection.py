@@ -138,3 +138,17 @@ def test_bad_input_is_rejected():
         select_cell(table(curve(1, [0.5])), tolerance=-1)
     with pytest.raises(ValueError, match="val_error"):
         select_cell(pd.DataFrame({"alpha": [1], "epoch": [0], "status": ["completed"]}))
+
+
+def test_epoch_zero_the_common_init_neither_sets_nor_reaches_the_target():
+    # The initial network (epoch 0, the same for every alpha) already has the best error: counting it,
+    # every alpha would "reach" the target at epoch 0 and tie.
+    runs = table(
+        curve(1, [0.100, 0.300, 0.150]),
+        curve(2, [0.100, 0.120, 0.110]),  # sets the target 0.110 at epoch 2
+        curve(3, [0.100, 0.200, 0.112]),
+    )
+    sel = select_cell(runs, tolerance=0.005)
+    assert sel["target_val_error"] == pytest.approx(0.110)
+    assert sel["epoch_reached"] == 2
+    assert sel["alpha"] == 2  # alpha 2 and 3 reach it at epoch 2; alpha 2 ends lower
