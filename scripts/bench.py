@@ -51,7 +51,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
 from pathsgd import MLP, balanced_init_, path_scales  # noqa: E402
-from pathsgd.engine import make_optimizer, resolve_device, train_epoch  # noqa: E402
+from pathsgd.engine import evaluate, make_optimizer, resolve_device, train_epoch  # noqa: E402
 
 IN_FEATURES, NUM_CLASSES, N_TRAIN = 784, 10, 60000
 DEFAULT_WIDTH = {"cuda": 4000, "cpu": 1024}  # the paper's net on a GPU; the issue's CPU target 784-1024-1024-10
@@ -79,6 +79,7 @@ RATIOS = (  # name, numerator, denominator
     ("reference_pathsgd/reference_sgd", "reference_pathsgd", "reference_sgd"),
     ("reference_pathsgd/pathsgd", "reference_pathsgd", "pathsgd"),
     ("reference_sgd/sgd", "reference_sgd", "sgd"),
+    ("eval/pathsgd", "eval", "pathsgd"),  # the per-epoch evaluation (train + test sets) against a training epoch
 )
 
 
@@ -324,6 +325,52 @@ def ratio(a, b):
     return None if a is None or b is None or b <= 0 else a / b
 
 
+# The paper's datasets for the Figure 2 projection: (training points, test points, input size).
+FIG2_DATASETS = {"mnist": (60000, 10000, 784), "cifar10": (50000, 10000, 3072),
+                 "cifar100": (50000, 10000, 3072), "svhn": (73257, 26032, 3072)}
+FIG2_PROTOCOL = {"alphas": 11, "sweep_epochs": 20, "final_epochs": 100, "validation": 10000, "inits": 2}
+
+
+def fig2_protocol() -> dict:
+    """experiments/fig2.yaml's grid and epochs when PyYAML is at hand, else the values it holds today."""
+    protocol = dict(FIG2_PROTOCOL)
+    try:
+        import yaml
+
+        exp = yaml.safe_load((REPO / "experiments" / "fig2.yaml").read_text())
+        protocol.update(alphas=len(exp["sweep"]["alphas"]), sweep_epochs=exp["sweep"]["epochs"],
+                        final_epochs=exp["final"]["epochs"], inits=len(exp["inits"]))
+    except Exception:  # the GPU box may lack PyYAML; the defaults mirror the file
+        pass
+    return protocol
+
+
+def project_fig2_seconds(epoch: dict, width: int, depth: int, batch: int, epoch_steps: int) -> float | None:
+    """Projected seconds of ``make reproduce-fig2`` (sweeps and final runs) from the measured seconds per
+    784-input epoch: each dataset's steps scale with its training size and per-step cost with its number of
+    weights (CIFAR/SVHN have 3072 inputs); AdaGrad is taken to cost what SGD does; the evaluation of each
+    epoch (train, validation and test points) scales from the measured one over 70,000 points."""
+    if any(epoch.get(k) is None for k in ("sgd", "pathsgd", "eval")):
+        return None
+    proto = fig2_protocol()
+
+    def weights(d_in: int) -> int:
+        return d_in * width + width * width * (depth - 1) + width * 10
+
+    total = 0.0
+    for n_train, n_test, d_in in FIG2_DATASETS.values():
+        scale = weights(d_in) / weights(IN_FEATURES)
+        step = {k: epoch[k] / epoch_steps * scale for k in ("sgd", "pathsgd")}
+        per_opt = [step["pathsgd"], step["sgd"], step["sgd"]]  # Path-SGD, SGD, AdaGrad
+        eval_epoch = epoch["eval"] * scale * (n_train + n_test) / 70000
+        sweep_steps = (n_train - proto["validation"]) / batch
+        final_steps = n_train / batch
+        for s in per_opt:
+            total += proto["alphas"] * proto["sweep_epochs"] * (sweep_steps * s + eval_epoch)
+            total += proto["inits"] * proto["final_epochs"] * (final_steps * s + eval_epoch)
+    return total
+
+
 def format_table(record: dict) -> str:
     per_step = 1e3 / record["epoch_steps"]
     lines = ["| measurement | s/epoch | ms/step |", "|---|---:|---:|"]
@@ -333,6 +380,9 @@ def format_table(record: dict) -> str:
     lines += ["", "| ratio | value |", "|---|---:|"]
     for name, value in record["ratios"].items():
         lines.append(f"| {name} | {value:.2f} |" if value is not None else f"| {name} | n/a |")
+    if record.get("projected_fig2_hours") is not None:
+        lines += ["", f"projected `make reproduce-fig2` on this device: {record['projected_fig2_hours']:.2f} h of training "
+                  "and evaluation (from the seconds per epoch above; see project_fig2_seconds)"]
     lines += [
         "",
         f"ceilings: matmul {record['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s (n={record['matmul_size']}), "
@@ -406,6 +456,14 @@ def main(argv: list[str] | None = None) -> dict:
     if kind == "cuda":
         torch.cuda.empty_cache()
 
+    # The runner's per-epoch evaluation: the whole training set (x_dev) and a 10,000-point test set.
+    eval_model = MLP(IN_FEATURES, NUM_CLASSES, hidden=(width,) * args.depth).to(device)
+    n_test = min(10000, len(x_dev))
+    eval_s = median_time(lambda m=eval_model: (evaluate(m, x_dev, y_dev), evaluate(m, x_dev[:n_test], y_dev[:n_test])),
+                         device, args.repeats)
+    eval_s *= 70000 / (len(x_dev) + n_test)  # as if 60,000 training + 10,000 test points
+    del eval_model
+
     flop_s = matmul_flops_per_s(device, matmul_n, args.repeats)
     bytes_s = copy_bytes_per_s(device, copy_mib, args.repeats)
     flops, update_bytes, n_params = step_cost(width, args.depth, args.batch)
@@ -414,6 +472,8 @@ def main(argv: list[str] | None = None) -> dict:
     per_epoch = {f"{k}_s_per_epoch": (None if v is None else v * args.epoch_steps) for k, v in s_per_step.items()}
     epoch = {k.removesuffix("_s_per_epoch"): v for k, v in per_epoch.items()}
     epoch["floor"] = floor_step * args.epoch_steps
+    epoch["eval"] = eval_s
+    projected = project_fig2_seconds(epoch, width, args.depth, args.batch, args.epoch_steps)
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain") if commit else None
     record = {
@@ -444,6 +504,8 @@ def main(argv: list[str] | None = None) -> dict:
         "n_params": n_params,
         **per_epoch,
         "floor_s_per_epoch": epoch["floor"],
+        "eval_s_per_epoch": eval_s,
+        "projected_fig2_hours": None if projected is None else projected / 3600,
         "ms_per_step": {k: (None if v is None else v * 1e3) for k, v in s_per_step.items()}
         | {"floor": floor_step * 1e3},
         "finite": finite,

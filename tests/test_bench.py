@@ -21,8 +21,12 @@ REQUIRED = (
     "official_pathsgd_s_per_epoch",
     "naive_pathsgd_s_per_epoch",
     "floor_s_per_epoch",
+    "reference_sgd_s_per_epoch",
+    "reference_pathsgd_s_per_epoch",
+    "eval_s_per_epoch",
+    "projected_fig2_hours",
 )
-TIMES = tuple(k for k in REQUIRED if k.endswith("_s_per_epoch"))
+TIMES = tuple(k for k in REQUIRED if k.endswith(("_s_per_epoch", "_hours")))
 
 
 def load_bench():
@@ -78,3 +82,15 @@ def test_twin_scales_match_path_scales():
     got = bench.twin_path_scales(net)
     for (name, _), gamma in zip(net.named_parameters(), got):
         torch.testing.assert_close(gamma, expected[name])
+
+
+def test_fig2_projection_scales_with_the_protocol():
+    bench = load_bench()
+    epoch = {"sgd": 1.0, "pathsgd": 1.5, "eval": 0.1}
+    hours = bench.project_fig2_seconds(epoch, width=4000, depth=2, batch=100, epoch_steps=600)
+    # MNIST alone, Path-SGD's sweep: 11 alphas x 20 epochs x 500 steps at 1.5/600 s each, plus evaluations
+    mnist_pathsgd_sweep = 11 * 20 * (500 * 1.5 / 600 + 0.1)
+    assert hours > 12 * mnist_pathsgd_sweep  # four datasets, three optimizers, sweeps and finals
+    doubled = bench.project_fig2_seconds({k: 2 * v for k, v in epoch.items()}, 4000, 2, 100, 600)
+    assert math.isclose(doubled, 2 * hours, rel_tol=1e-12)
+    assert bench.project_fig2_seconds({"sgd": 1.0, "pathsgd": None, "eval": 0.1}, 4000, 2, 100, 600) is None
