@@ -381,8 +381,9 @@ def format_table(record: dict) -> str:
     for name, value in record["ratios"].items():
         lines.append(f"| {name} | {value:.2f} |" if value is not None else f"| {name} | n/a |")
     if record.get("projected_fig2_hours") is not None:
-        lines += ["", f"projected `make reproduce-fig2` on this device: {record['projected_fig2_hours']:.2f} h of training "
-                  "and evaluation (from the seconds per epoch above; see project_fig2_seconds)"]
+        lines += ["", f"projected `make reproduce-fig2` at width {record['width']} on this device: "
+                  f"{record['projected_fig2_hours']:.2f} h of training and evaluation (from the seconds per epoch "
+                  "above; see project_fig2_seconds)"]
     lines += [
         "",
         f"ceilings: matmul {record['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s (n={record['matmul_size']}), "
