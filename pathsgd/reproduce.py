@@ -43,29 +43,14 @@ import pandas as pd
 import yaml
 
 from pathsgd.selection import DEFAULT_TOLERANCE, chosen_alpha, select_alphas
+from pathsgd.sinks import COLUMNS as METRICS_CSV_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("sweep", "select", "final", "aggregate", "plot")
 FINISHED = ("completed", "diverged")
-RUN_COLUMNS = [
-    "dataset",
-    "optimizer",
-    "init",
-    "dropout",
-    "alpha",
-    "phase",
-    "seed",
-    "width",
-    "epoch",
-    "train_loss",
-    "train_error",
-    "val_error",
-    "test_error",
-    "path_norm",
-    "seconds",
-    "status",
-]
-METRIC_COLUMNS = RUN_COLUMNS[8:15]
+# The runner's per-epoch columns (metrics.csv's first seven, the runner's contract with this pipeline).
+METRIC_COLUMNS = list(METRICS_CSV_COLUMNS[:7])
+RUN_COLUMNS = ["dataset", "optimizer", "init", "dropout", "alpha", "phase", "seed", "width", *METRIC_COLUMNS, "status"]
 # The run directory's name inside <raw>/<name>/<phase>/<dataset>/: Hydra resolves it per job.
 SUBDIR = "${optimizer.name}-${init.name}-a${alpha}-d${model.dropout}-s${seed}"
 # With sweep.batched: Hydra's own directory of each batched job (its members go to SUBDIR's names, via sweep.dir).
