@@ -35,6 +35,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .models import MLP
 
 SUPPORTED = (
@@ -89,7 +90,9 @@ def layered_linears(model: nn.Module) -> list[nn.Linear] | None:
 # On the CPU, |W|^p is built in float64 a block of rows at a time, reusing one scratch buffer, so the
 # chains read each float32 weight once instead of writing and re-reading a full float64 copy. 2 MiB
 # blocks measured fastest per step (smaller ones cost more in per-block dispatch than they save in
-# cache misses). On a GPU one full-size pass is cheaper than many small ones.
+# cache misses). On a GPU the fused Triton kernel of :mod:`pathsgd.kernels` reads each weight once
+# (and without it one full-size pass is cheaper than many small ones); under torch.compile the chains
+# are written as reductions, which the compiler fuses with the power into one read of the weight.
 CHAIN_BLOCK_ELEMENTS = 1 << 18
 # Blocks of rows for the optimizer's elementwise update: 256 KiB of float32, whose temporary stays in cache.
 UPDATE_BLOCK_ELEMENTS = 1 << 16
@@ -114,6 +117,18 @@ def pow_matvecs(
     None when its vector is). ``work``: a float64 scratch buffer of ``CHAIN_BLOCK_ELEMENTS``, reused
     across calls (fresh memory costs page faults)."""
     weight = weight.detach()
+    if torch.compiler.is_compiling():
+        # Traced by torch.compile: reductions of |W|^p that the compiler fuses (no float64 copy of W).
+        z = _abs_pow(weight, p)
+        out = None if fwd is None else (z * fwd).sum(1)
+        if out is not None and bias is not None:
+            out = out + _abs_pow(bias, p)
+        return out, None if bwd is None else (z * bwd[:, None]).sum(0)
+    if kernels.fused_available(weight, p):
+        try:
+            return kernels.fused_pow_matvecs(weight, p, fwd, bwd, bias)
+        except Exception as err:  # noqa: BLE001 - e.g. a Triton compile error: the torch path is always right
+            kernels.disable_after(err)
     rows, cols = weight.shape
     step = row_blocks(weight, CHAIN_BLOCK_ELEMENTS)
     out = None if fwd is None else torch.empty(rows, dtype=SCALE_DTYPE, device=weight.device)

@@ -32,8 +32,7 @@ def _check_lr(lr) -> float:
 def _root_reciprocal(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """sqrt(1/gamma) in ``dtype``, and 0 where gamma = 0: an edge with no weighted path through it
     cannot change the output, so its gradient is 0 too and the update 0/0 is taken as no update."""
-    root = scale.rsqrt()
-    return torch.where(scale > 0, root, torch.zeros((), dtype=root.dtype, device=root.device)).to(dtype)
+    return scale.where(scale > 0, math.inf).rsqrt().to(dtype)  # rsqrt(inf) = 0
 
 
 def path_sgd_update_(

@@ -20,10 +20,10 @@ call; :func:`main` is the thin ``@hydra.main`` wrapper (also the ``pathsgd-train
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import re
-import copy
 import subprocess
 import sys
 import time
@@ -38,7 +38,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from pathsgd.checkpoint import CHECKPOINT_NAME, atomic_write_json, load_checkpoint, save_checkpoint
 from pathsgd.data import DATASET_NAMES, SCALES, DatasetNotFoundError, load_splits
-from pathsgd.engine import OPTIMIZERS, all_finite, evaluate, make_optimizer, resolve_device, step_size, train_epoch
+from pathsgd.engine import (
+    OPTIMIZERS, all_finite, evaluate, make_optimizer, resolve_device, step_size, tf32_matmuls, train_epoch,
+)
 from pathsgd.sinks import CSVSink, WandbSink
 
 __all__ = [
@@ -51,11 +53,16 @@ log = logging.getLogger("pathsgd.train")  # not __main__ under `python -m`
 INITS = ("balanced", "unbalanced")
 LOGGERS = ("csv", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
+CAPTURES = ("none", "graph", "compile")  # speed.capture; none (or null) is eager
 CHECKPOINT_FORMAT = 1
 
 # Config keys that may change between a run and its resume; any other difference is refused.
-# ``sweep``: a run trained in a batched sweep may be continued alone, and the other way round.
-_RESUME_MAY_CHANGE = ("resume", "epochs", "device", "phase", "checkpoint_every", "logger", "data.root", "data.download", "sweep")
+# ``sweep``: a run trained in a batched sweep may be continued alone, and the other way round. ``speed``: how the
+# step runs, not what it computes (tf32 changes float32 rounding only); a change is logged, and the summary records
+# the settings of the latest invocation.
+_RESUME_MAY_CHANGE = (
+    "resume", "epochs", "device", "phase", "checkpoint_every", "logger", "data.root", "data.download", "sweep", "speed",
+)
 
 
 class ConfigError(ValueError):
@@ -146,6 +153,18 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
             "points (0 = none, null = the dataset's default)"
         )
     _choice("data.scale", c["data"].get("scale"), SCALES)
+    speed = c.get("speed") or {}
+    if speed.get("capture") is not None:
+        _choice("speed.capture", speed["capture"], CAPTURES)
+    for key in ("tf32", "eval_tf32"):
+        if not isinstance(speed.get(key), bool):
+            raise ConfigError(f"speed.{key}={speed.get(key)!r} is not a boolean: choose true or false")
+
+
+def _resolve_speed(c: dict[str, Any]) -> None:
+    """``speed.capture`` as :func:`pathsgd.engine.train_epoch` takes it: None (eager) for none or null."""
+    if c["speed"]["capture"] == "none":
+        c["speed"]["capture"] = None
 
 
 def _validation_size(c: Mapping[str, Any]) -> Any:
@@ -184,6 +203,9 @@ def _check_resumable(saved: Mapping[str, Any], now: Mapping[str, Any], run_dir: 
             + "; ".join(diffs)
             + ". Use the same configuration, another run directory (hydra.run.dir=...), or resume=false."
         )
+    speed = [f"{k}={a[k]!r} there, {b.get(k)!r} now" for k in sorted(a) if k.startswith("speed.") and a[k] != b.get(k)]
+    if speed:  # checkpoints from before the speed group have no speed.* keys: nothing to report
+        log.warning("resuming %s with other speed settings (%s) from here on", run_dir, "; ".join(speed))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -257,15 +279,15 @@ def _build_model(c: Mapping[str, Any], in_features: int, num_classes: int, seed:
     return model
 
 
-def _measure(model, data, batch_loss) -> dict[str, float | None]:
+def _measure(model, data, batch_loss, tf32: bool = False) -> dict[str, float | None]:
     """Every per-epoch metric, computed on the device and brought to the host in one sync."""
     from pathsgd import path_norm
 
-    train_loss, train_error = evaluate(model, data.train_x, data.train_y)
-    test_loss, test_error = evaluate(model, data.test_x, data.test_y)
-    if data.val_x is not None:
-        val_loss, val_error = evaluate(model, data.val_x, data.val_y)
-    else:
+    with tf32_matmuls(tf32, data.train_x.device):  # speed.tf32 or speed.eval_tf32
+        train_loss, train_error = evaluate(model, data.train_x, data.train_y)
+        test_loss, test_error = evaluate(model, data.test_x, data.test_y)
+        val_loss, val_error = (None, None) if data.val_x is None else evaluate(model, data.val_x, data.val_y)
+    if val_loss is None:
         val_loss = val_error = torch.full((), math.nan, dtype=torch.float64, device=train_loss.device)
     norm = path_norm(model, p=2.0).to(device=train_loss.device, dtype=torch.float64)
     finite = all_finite(model.parameters()).to(train_loss.device, torch.float64)
@@ -335,6 +357,14 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
         alphas = _sweep_alphas(c)
         parent = c["sweep"].get("dir") or (Path(run_dir) if run_dir is not None else _default_run_dir()).parent
         return train_batched(c, alphas, batched_run_dirs(c, alphas, parent))
+    _resolve_speed(c)
+    with tf32_matmuls(c["speed"]["tf32"], resolve_device(c["device"])):
+        return _train_single(c, run_dir)
+
+
+def _train_single(c: dict[str, Any], run_dir: str | Path | None) -> dict[str, Any]:
+    """:func:`train` of one configuration, ``c`` validated."""
+    eval_tf32 = c["speed"]["tf32"] or c["speed"]["eval_tf32"]
     c["alpha"] = alpha = resolve_alpha(c)
     lr = step_size(alpha)
     c["data"]["validation"] = _validation_size(c)
@@ -432,7 +462,7 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
             _log_row(row)
 
         if not rows:
-            m = _measure(model, data, None)
+            m = _measure(model, data, None, eval_tf32)
             rows.append(_row(0, m, seconds=0.0, batch_loss=None))
             if not (m["finite"] and math.isfinite(m["train_loss"])):
                 status = "diverged"  # e.g. an init that overflowed: training it would be meaningless
@@ -453,12 +483,15 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
             _sync(device)
             t0 = time.perf_counter()
             try:
-                batch_loss = train_epoch(model, optimizer, data.train_x, data.train_y, c["batch_size"], batches, on_step=on_step)
+                batch_loss = train_epoch(
+                    model, optimizer, data.train_x, data.train_y, c["batch_size"], batches, on_step=on_step,
+                    capture=c["speed"]["capture"],
+                )
                 _sync(device)
             finally:
                 bar.close()
             seconds = rows[-1]["seconds"] + (time.perf_counter() - t0)
-            m = _measure(model, data, batch_loss)
+            m = _measure(model, data, batch_loss, eval_tf32)
             diverged = not (m["finite"] and math.isfinite(m["batch_loss"]) and math.isfinite(m["train_loss"]))
             row = _row(epoch, m, seconds=seconds, batch_loss=m["batch_loss"])
             if diverged:
@@ -595,14 +628,15 @@ def _sweep_alphas(c: Mapping[str, Any], alphas: Any = None) -> list[float]:
     return out
 
 
-def _measure_stacked(stack, data, batch_loss: torch.Tensor | None) -> list[dict[str, Any]]:
+def _measure_stacked(stack, data, batch_loss: torch.Tensor | None, tf32: bool = False) -> list[dict[str, Any]]:
     """:func:`_measure` for every member of a :class:`pathsgd.batched.StackedMLP`, in one host sync."""
     from pathsgd import batched as B
 
-    train_loss, train_error = B.evaluate(stack, data.train_x, data.train_y)
-    test_loss, test_error = B.evaluate(stack, data.test_x, data.test_y)
-    nan = torch.full_like(train_loss, math.nan)
-    val_loss, val_error = (nan, nan) if data.val_x is None else B.evaluate(stack, data.val_x, data.val_y)
+    with tf32_matmuls(tf32, data.train_x.device):  # speed.tf32 or speed.eval_tf32
+        train_loss, train_error = B.evaluate(stack, data.train_x, data.train_y)
+        test_loss, test_error = B.evaluate(stack, data.test_x, data.test_y)
+        nan = torch.full_like(train_loss, math.nan)
+        val_loss, val_error = (nan, nan) if data.val_x is None else B.evaluate(stack, data.val_x, data.val_y)
     norm = B.stacked_path_norm(stack, p=2.0).to(train_loss.device)
     finite = B.all_finite(stack).to(train_loss.device, torch.float64)
     batch_loss = nan if batch_loss is None else batch_loss.double()
@@ -654,13 +688,22 @@ def train_batched(
     share of the batch's training time (an epoch's time over the members trained in it). A member whose loss
     or weights turn non-finite is recorded ``diverged`` and dropped from the stack; the others go on.
     ``resume=true`` continues every member from its checkpoint (members at different epochs are brought level
-    first); finished members are reported again. Supports logger=csv and the options of
-    :data:`pathsgd.batched.OPTIMIZER_OPTIONS`. Returns the summaries, in the order of ``alphas``.
+    first); finished members are reported again. Supports logger=csv, the options of
+    :data:`pathsgd.batched.OPTIMIZER_OPTIONS` and ``speed.tf32``; ``speed.capture`` must be none (the stacked
+    step is eager). Returns the summaries, in the order of ``alphas``.
     """
-    from pathsgd import batched as B
-
     c = _as_dict(cfg)
     validate_config(c)
+    _resolve_speed(c)
+    with tf32_matmuls(c["speed"]["tf32"], resolve_device(c["device"])):
+        return _train_batched(c, alphas, run_dirs)
+
+
+def _train_batched(c: dict[str, Any], alphas: list[float] | None, run_dirs: list[str | Path] | None) -> list[dict[str, Any]]:
+    """:func:`train_batched`, ``c`` validated."""
+    from pathsgd import batched as B
+
+    eval_tf32 = c["speed"]["tf32"] or c["speed"]["eval_tf32"]
     alphas = _sweep_alphas(c, alphas)
     if run_dirs is None:
         parent = (c.get("sweep") or {}).get("dir") or _default_run_dir().parent
@@ -672,6 +715,13 @@ def train_batched(
         raise ConfigError(
             f"logger={c['logger']['name']} with sweep.batched=true: a batched sweep writes CSV records only; "
             "use logger=csv, or separate runs (sweep.batched=false) for W&B"
+        )
+    # The stacked step (pathsgd/batched.py) is autograd on [K, out, in] weights, not the fast step that
+    # pathsgd/fast.py captures; capturing it would be new, unmeasured code, so a batched sweep stays eager.
+    if c["speed"]["capture"] is not None:
+        raise ConfigError(
+            f"speed.capture={c['speed']['capture']} with sweep.batched=true: a batched sweep's step is eager; "
+            "use speed.capture=none, or separate runs (sweep.batched=false) to capture the step"
         )
     opt_cfg = c["optimizer"]
     kwargs = dict(opt_cfg.get("kwargs") or {})
@@ -751,7 +801,7 @@ def train_batched(
         # Row 0 of the fresh members: one measurement, since they share the init.
         fresh = [m for m in members if m.status == "running" and not m.rows]
         if fresh:
-            m0 = _measure(model0, data, None)
+            m0 = _measure(model0, data, None, eval_tf32)
             for m in fresh:
                 m.rows.append(_row(0, m0, seconds=0.0, batch_loss=None))
                 if not (m0["finite"] and math.isfinite(m0["train_loss"])):
@@ -796,7 +846,7 @@ def train_batched(
                     bar.close()
                 share = (time.perf_counter() - t0) / len(active)
                 rng = _rng_state(device, batches)
-                for k, (m, meas) in enumerate(zip(active, _measure_stacked(stack, data, batch_loss))):
+                for k, (m, meas) in enumerate(zip(active, _measure_stacked(stack, data, batch_loss, eval_tf32))):
                     diverged = not (meas["finite"] and math.isfinite(meas["batch_loss"]) and math.isfinite(meas["train_loss"]))
                     m.rows.append(_row(epoch, meas, seconds=m.rows[-1]["seconds"] + share, batch_loss=meas["batch_loss"]))
                     if diverged:

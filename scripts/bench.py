@@ -12,6 +12,9 @@ One process measures, on a 784-W-W-10 ReLU net with mini-batches of 100 and synt
   ``make_optimizer("sgd")`` / ``make_optimizer("pathsgd")``): the ``reference_*`` keys;
 * the runner's loop with Path-SGD done naively: the float64 outer-product gamma of every layer
   (``pathsgd.path_scales``) and ``w -= lr * g / gamma``;
+* on CUDA, the runner's Path-SGD step once more with gamma's chains in plain torch
+  (``PATHSGD_FUSED_CHAINS=0``): what the fused Triton kernel of :mod:`pathsgd.kernels` saves;
+* the per-epoch evaluation (60,000 + 10,000 points), in float32 and, on CUDA, with TF32 matmuls;
 * the device's ceilings (a large float32 matmul -> FLOP/s, a large copy -> bytes/s) and the floor
   per epoch that they give for this network.
 
@@ -50,8 +53,8 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
-from pathsgd import MLP, balanced_init_, path_scales  # noqa: E402
-from pathsgd.engine import evaluate, make_optimizer, resolve_device, train_epoch  # noqa: E402
+from pathsgd import MLP, balanced_init_, kernels, path_scales  # noqa: E402
+from pathsgd.engine import evaluate, make_optimizer, resolve_device, tf32_matmuls, train_epoch  # noqa: E402
 
 IN_FEATURES, NUM_CLASSES, N_TRAIN = 784, 10, 60000
 DEFAULT_WIDTH = {"cuda": 4000, "cpu": 1024}  # the paper's net on a GPU; the issue's CPU target 784-1024-1024-10
@@ -67,6 +70,7 @@ MEASUREMENTS = (  # JSON key prefix, label in the table
     ("reference_sgd", "runner, SGD, reference step (autograd + optimizer.step)"),
     ("reference_pathsgd", "runner, Path-SGD, reference step"),
     ("naive_pathsgd", "runner, naive Path-SGD (float64 outer gamma)"),
+    ("pathsgd_torch_chains", "runner, Path-SGD, gamma's chains in plain torch (no fused kernel; CUDA only)"),
 )
 # The issue's targets read the runner's default step ("sgd", "pathsgd").
 RATIOS = (  # name, numerator, denominator
@@ -79,7 +83,9 @@ RATIOS = (  # name, numerator, denominator
     ("reference_pathsgd/reference_sgd", "reference_pathsgd", "reference_sgd"),
     ("reference_pathsgd/pathsgd", "reference_pathsgd", "pathsgd"),
     ("reference_sgd/sgd", "reference_sgd", "sgd"),
+    ("pathsgd_torch_chains/pathsgd", "pathsgd_torch_chains", "pathsgd"),  # what the fused kernel saves
     ("eval/pathsgd", "eval", "pathsgd"),  # the per-epoch evaluation (train + test sets) against a training epoch
+    ("eval_tf32/pathsgd", "eval_tf32", "pathsgd"),  # the same evaluation with TF32 matmuls (CUDA only)
 )
 
 
@@ -203,9 +209,9 @@ class RunnerLoop:
     reference step (``fast=False``) or the fast one (``fast=True``, captured as ``capture`` says)."""
 
     def __init__(self, x_dev, y_dev, width, depth, batch, device, optimizer: str, *, fast: bool = False,
-                 capture: str | None = None):
+                 capture: str | None = None, fused_chains: bool = True):
         self.x, self.y, self.batch = x_dev, y_dev, batch
-        self.fast, self.capture = fast, capture
+        self.fast, self.capture, self.fused_chains = fast, capture, fused_chains
         self.model = MLP(IN_FEATURES, NUM_CLASSES, hidden=(width,) * depth)
         balanced_init_(self.model, torch.Generator().manual_seed(0))
         self.model.to(device)
@@ -217,8 +223,17 @@ class RunnerLoop:
 
     def run(self, steps: int):
         n = steps * self.batch
-        return train_epoch(self.model, self.optimizer, self.x[:n], self.y[:n], self.batch, self.generator,
-                           fast=self.fast, capture=self.capture)
+        saved = os.environ.get("PATHSGD_FUSED_CHAINS")
+        if not self.fused_chains:  # read at each chain (and at capture): the torch path for this loop only
+            os.environ["PATHSGD_FUSED_CHAINS"] = "0"
+        try:
+            return train_epoch(self.model, self.optimizer, self.x[:n], self.y[:n], self.batch, self.generator,
+                               fast=self.fast, capture=self.capture)
+        finally:
+            if saved is None:
+                os.environ.pop("PATHSGD_FUSED_CHAINS", None)
+            else:
+                os.environ["PATHSGD_FUSED_CHAINS"] = saved
 
 
 # --------------------------------------------------------------------------------------------------
@@ -384,6 +399,8 @@ def format_table(record: dict) -> str:
         lines += ["", f"projected `make reproduce-fig2` at width {record['width']} on this device: "
                   f"{record['projected_fig2_hours']:.2f} h of training and evaluation (from the seconds per epoch "
                   "above; see project_fig2_seconds)"]
+        if record.get("projected_fig2_hours_eval_tf32") is not None:
+            lines.append(f"with speed.eval_tf32=true: {record['projected_fig2_hours_eval_tf32']:.2f} h")
     lines += [
         "",
         f"ceilings: matmul {record['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s (n={record['matmul_size']}), "
@@ -435,7 +452,12 @@ def main(argv: list[str] | None = None) -> dict:
         "reference_sgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "sgd"),
         "reference_pathsgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "pathsgd"),
         "naive_pathsgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "naive_pathsgd"),
+        "pathsgd_torch_chains": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "pathsgd",
+                                                   fast=True, capture=capture, fused_chains=False),
     }
+    fused_chains = kernels.fused_available(x_dev[:2, :2], 2.0)  # would the runner's Path-SGD use the kernel?
+    if not fused_chains:
+        del loops["pathsgd_torch_chains"]  # the same loop as "pathsgd" then
     # All loops are built and warmed up first, then timed in turns (one repeat of each per round), so a
     # change in the load of a shared machine affects every loop alike and the ratios stay meaningful.
     built = {key: build() for key, build in loops.items()}
@@ -447,6 +469,7 @@ def main(argv: list[str] | None = None) -> dict:
         for key, loop in built.items():
             times[key].append(median_time(lambda loop=loop: loop.run(args.steps), device, 1, warmup=0))
     s_per_step: dict[str, float | None] = {key: statistics.median(t) / args.steps for key, t in times.items()}
+    s_per_step.setdefault("pathsgd_torch_chains", None)
     finite: dict[str, bool] = {}
     for key, loop in built.items():
         model = loop.net if isinstance(loop, OfficialLoop) else loop.model
@@ -463,6 +486,13 @@ def main(argv: list[str] | None = None) -> dict:
     eval_s = median_time(lambda m=eval_model: (evaluate(m, x_dev, y_dev), evaluate(m, x_dev[:n_test], y_dev[:n_test])),
                          device, args.repeats)
     eval_s *= 70000 / (len(x_dev) + n_test)  # as if 60,000 training + 10,000 test points
+    eval_tf32_s = None
+    if kind == "cuda":  # evaluation is a third of an epoch's FLOPs: TF32 matmuls are its lever
+        with tf32_matmuls(True):
+            eval_tf32_s = median_time(lambda m=eval_model: (evaluate(m, x_dev, y_dev),
+                                                            evaluate(m, x_dev[:n_test], y_dev[:n_test])),
+                                      device, args.repeats)
+        eval_tf32_s *= 70000 / (len(x_dev) + n_test)
     del eval_model
 
     flop_s = matmul_flops_per_s(device, matmul_n, args.repeats)
@@ -474,7 +504,12 @@ def main(argv: list[str] | None = None) -> dict:
     epoch = {k.removesuffix("_s_per_epoch"): v for k, v in per_epoch.items()}
     epoch["floor"] = floor_step * args.epoch_steps
     epoch["eval"] = eval_s
+    epoch["eval_tf32"] = eval_tf32_s
     projected = project_fig2_seconds(epoch, width, args.depth, args.batch, args.epoch_steps)
+    projected_eval_tf32 = None  # the same with speed.eval_tf32=true (CUDA)
+    if eval_tf32_s is not None:
+        projected_eval_tf32 = project_fig2_seconds(epoch | {"eval": eval_tf32_s}, width, args.depth, args.batch,
+                                                   args.epoch_steps)
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain") if commit else None
     record = {
@@ -506,7 +541,10 @@ def main(argv: list[str] | None = None) -> dict:
         **per_epoch,
         "floor_s_per_epoch": epoch["floor"],
         "eval_s_per_epoch": eval_s,
+        "eval_tf32_s_per_epoch": eval_tf32_s,
+        "fused_chains": fused_chains,
         "projected_fig2_hours": None if projected is None else projected / 3600,
+        "projected_fig2_hours_eval_tf32": None if projected_eval_tf32 is None else projected_eval_tf32 / 3600,
         "ms_per_step": {k: (None if v is None else v * 1e3) for k, v in s_per_step.items()}
         | {"floor": floor_step * 1e3},
         "finite": finite,
@@ -524,6 +562,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{args.epoch_steps} steps/epoch, median of {args.repeats} x {args.steps} steps"
         + (f", tf32={'on' if args.tf32 else 'off'}" if kind == "cuda" else "")
         + f", fast step {capture or 'eager'}"
+        + f", gamma's chains {'fused (Triton)' if fused_chains else 'torch'}"
     )
     print(header)
     print(format_table(record))

@@ -32,6 +32,7 @@ def test_defaults_are_the_papers_setup(monkeypatch):
     assert c["batch_size"] == 100
     assert c["data"]["scale"] == "unit"
     assert c["device"] == "auto" and c["resume"] is False and c["phase"] == "single"
+    assert c["speed"] == {"capture": "none", "tf32": False, "eval_tf32": False}  # eager float32, as the paper
     # alpha defaults to the optimizer's documented default_alpha
     assert c["alpha"] == c["optimizer"]["default_alpha"]
     assert c["data"]["root"] == "~/.cache/pathsgd/data"  # expanded by train()
@@ -111,6 +112,9 @@ def test_data_root_and_wandb_mode_follow_the_environment(monkeypatch):
         ("data.validation=-1", r"data.validation=-1 is not a non-negative integer"),
         ("data.scale=zscore", r"data.scale='zscore' is unknown: choose one of unit, standardize, none"),
         ("seed=-3", r"seed=-3 is not a non-negative integer"),
+        ("speed.capture=cudagraph", r"speed.capture='cudagraph' is unknown: choose one of none, graph, compile"),
+        ("speed.tf32=maybe", r"speed.tf32='maybe' is not a boolean: choose true or false"),
+        ("speed.eval_tf32=1", r"speed.eval_tf32=1 is not a boolean: choose true or false"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_the_choices(override, message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from hydra import compose, initialize_config_dir
 
 import pathsgd.train as train_mod
 from pathsgd.checkpoint import load_checkpoint
+from pathsgd.engine import tf32_matmuls
 from pathsgd.sinks import COLUMNS, read_metrics_csv
 from pathsgd.train import ConfigError, train
 from tests.fakedata import FAKE_NAMES, write_fake_dataset
@@ -199,6 +201,120 @@ def test_resume_refuses_a_different_configuration(tmp_path):
         train(make_cfg("resume=true", "model.hidden=[8,8]"), run_dir=tmp_path)
 
 
+def spy_capture(monkeypatch) -> list:
+    """Record the ``capture`` the runner passes to each train_epoch call."""
+    real, seen = train_mod.train_epoch, []
+
+    def wrapper(*args, **kwargs):
+        seen.append(kwargs.get("capture"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_epoch", wrapper)
+    return seen
+
+
+@pytest.mark.parametrize("capture", ["graph", "compile"])
+def test_speed_capture_reaches_the_step_and_keeps_the_metrics(tmp_path, monkeypatch, capture):
+    """graph is eager on the CPU: the same numbers. compile (5 to 25 s to compile on this CPU): float32 rounding."""
+    overrides = ("optimizer=pathsgd", "model.dropout=0.5", "alpha=1")
+    train(make_cfg(*overrides), run_dir=tmp_path / "eager")
+    seen = spy_capture(monkeypatch)
+    summary = train(make_cfg(*overrides, f"speed.capture={capture}"), run_dir=tmp_path / capture)
+    assert seen == [capture, capture]
+    assert summary["config"]["speed"] == {"capture": capture, "tf32": False, "eval_tf32": False}
+    eager = strip_timing(check_record(tmp_path / "eager", 2))
+    captured = strip_timing(check_record(tmp_path / capture, 2))
+    assert captured[0] == eager[0]  # the init
+    if capture == "graph":
+        assert captured == eager
+    else:
+        for a, b in zip(eager[1:], captured[1:]):
+            assert b == pytest.approx(a, rel=1e-5, abs=1e-7)
+
+
+def test_speed_capture_none_and_null_are_eager(tmp_path, monkeypatch):
+    seen = spy_capture(monkeypatch)
+    assert train(make_cfg("epochs=1"), run_dir=tmp_path / "a")["config"]["speed"]["capture"] is None
+    assert train(make_cfg("epochs=1", "speed.capture=null"), run_dir=tmp_path / "b")["config"]["speed"]["capture"] is None
+    assert seen == [None, None]
+
+
+def test_resume_may_change_the_speed_settings(tmp_path, caplog):
+    train(make_cfg("epochs=3"), run_dir=tmp_path / "whole")
+    train(make_cfg("epochs=1"), run_dir=tmp_path / "split")
+    summary = train(make_cfg("epochs=3", "resume=true", "speed.capture=graph", "speed.tf32=true"), run_dir=tmp_path / "split")
+    assert summary["status"] == "completed" and summary["config"]["speed"] == {"capture": "graph", "tf32": True, "eval_tf32": False}
+    assert "speed.capture=None there, 'graph' now; speed.tf32=False there, True now" in caplog.text
+    assert strip_timing(check_record(tmp_path / "split", 3)) == strip_timing(check_record(tmp_path / "whole", 3))
+
+
+def tf32_flags() -> tuple[bool, bool]:
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_speed_tf32_holds_on_cuda_for_the_run_only(enabled):
+    """The flags (settable without a GPU) are set for a CUDA run, untouched on the CPU, restored after an error."""
+    before = tf32_flags()
+    with pytest.raises(Killed):
+        with tf32_matmuls(enabled, torch.device("cuda")):
+            assert tf32_flags() == (enabled, enabled)
+            raise Killed
+    assert tf32_flags() == before
+    with tf32_matmuls(not before[0], torch.device("cpu")):
+        assert tf32_flags() == before
+
+
+@pytest.mark.parametrize("tf32, eval_tf32", [(False, True), (True, False), (False, False)])
+def test_speed_eval_tf32_covers_the_evaluation_only(tmp_path, monkeypatch, tf32, eval_tf32):
+    """TF32 (the flag the runner asks for, recorded here: it does nothing on the CPU) is on around every
+    evaluation when either key asks for it, and around training only with speed.tf32."""
+    asked, state = [], {"on": False}
+    real_evaluate = train_mod.evaluate
+
+    @contextlib.contextmanager
+    def recording(enabled, device):
+        before, state["on"] = state["on"], bool(enabled)
+        try:
+            yield
+        finally:
+            state["on"] = before
+
+    def evaluate(*args, **kwargs):
+        asked.append(state["on"])
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "tf32_matmuls", recording)
+    monkeypatch.setattr(train_mod, "evaluate", evaluate)
+    seen = []
+    real_epoch = train_mod.train_epoch
+    monkeypatch.setattr(train_mod, "train_epoch", lambda *a, **k: seen.append(state["on"]) or real_epoch(*a, **k))
+    train(make_cfg(f"speed.tf32={str(tf32).lower()}", f"speed.eval_tf32={str(eval_tf32).lower()}"), run_dir=tmp_path)
+    assert seen == [tf32] * 2  # two epochs of training
+    assert len(asked) == 3 * 3 and set(asked) == {tf32 or eval_tf32}  # init + 2 epochs, train/val/test each
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("capture", ["none", "graph", "compile"])
+def test_speed_options_on_cuda(tmp_path, monkeypatch, capture):
+    """On a GPU: each capture mode trains to the eager run's metrics (TF32 on: rounding), flags restored after."""
+    before, during = tf32_flags(), []
+    real = train_mod.train_epoch
+
+    def wrapper(*args, **kwargs):
+        during.append(tf32_flags())
+        return real(*args, **kwargs)
+
+    overrides = ("device=cuda", "optimizer=pathsgd", "model.dropout=0.5", "alpha=1")
+    train(make_cfg(*overrides), run_dir=tmp_path / "eager")
+    monkeypatch.setattr(train_mod, "train_epoch", wrapper)
+    train(make_cfg(*overrides, f"speed.capture={capture}", "speed.tf32=true"), run_dir=tmp_path / "fast")
+    assert during == [(True, True)] * 2 and tf32_flags() == before
+    eager, fast = (strip_timing(read_metrics_csv(tmp_path / d / "metrics.csv")) for d in ("eager", "fast"))
+    for a, b in zip(eager[1:], fast[1:]):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-2)
+
+
 def test_a_diverging_run_stops_and_says_so(tmp_path):
     summary = train(make_cfg("optimizer=sgd", "alpha=-8", "epochs=3"), run_dir=tmp_path)
     assert summary["status"] == "diverged"
@@ -280,6 +396,13 @@ def test_cli_default_run_dir_is_deterministic_and_resumable(tmp_path):
         (("alpha=400",), "alpha=400 is out of range"),
         (("init=unbalanced", "init.max_exponent=60", "init.n_units=2000"), "init.*): unbalanced_init_ with max_exponent=60"),
         (("optimizer.kwargs.p=0.5",), "optimizer.kwargs.*): p=0.5 is invalid"),
+        (("speed.capture=cudagraph",), "speed.capture='cudagraph' is unknown: choose one of none, graph, compile"),
+        (("speed.tf32=yes",), "speed.tf32='yes' is not a boolean: choose true or false"),
+        (("speed.tf32=1",), "speed.tf32=1 is not a boolean: choose true or false"),
+        (
+            ("sweep.batched=true", "sweep.alphas=[1,2]", "speed.capture=graph"),
+            "speed.capture=graph with sweep.batched=true: a batched sweep's step is eager",
+        ),
     ],
 )
 def test_cli_bad_values_exit_nonzero_with_a_message(tmp_path, monkeypatch, capsys, args, message):
