@@ -30,8 +30,8 @@ bench: ## time SGD and Path-SGD steps against the device's floor -> results/benc
 	$(PY) scripts/bench.py $(BENCH_ARGS) --json results/bench/$$($(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")-$$(git rev-parse --short HEAD).json
 
 .PHONY: gpu-check
-gpu-check: ## issue 5's GPU checks in one run (~6 min on an H100): CUDA tests, bench eager/graph/compile, batched -> results/bench/gpu-check/
-	PY=$(PY) bash scripts/gpu_check.sh results/bench/gpu-check
+gpu-check: ## issue 5's GPU checks in one run (at most 9 min): CUDA tests, bench eager/graph/compile, batched -> $OUT or results/bench/gpu-check/
+	PY=$(PY) bash scripts/gpu_check.sh $${OUT:-results/bench/gpu-check}
 
 # >>> reproduce (owned by the figure pipeline)
 # Each figure: alpha sweep (Hydra multirun) -> selection -> final runs -> results/<fig>/*.csv -> results/figures/.

@@ -20,6 +20,7 @@ torch path's to float64 rounding: tested on the CPU through Triton's interpreter
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -36,6 +37,9 @@ __all__ = ["FUSED_P", "fused_available", "fused_pow_matvecs"]
 FUSED_P = (1.0, 2.0)  # the powers the kernel computes exactly (|w| and w*w); others use torch
 BLOCK_ROWS = 64
 BLOCK_COLS = 128
+# A 64 x 128 float64 tile with both chains needs 255 registers a thread and spills at 4 warps (compiled for
+# sm_90 with Triton 3.8's ptxas); at 16 warps it needs 108 and does not spill.
+NUM_WARPS = 16
 
 _failed = False  # set when a launch raised: the process stays on the torch path (warned once)
 
@@ -66,7 +70,8 @@ if triton is not None:
         c = tile_c * BLOCK_C + tl.arange(0, BLOCK_C)
         r_in = r < rows
         c_in = c < cols
-        w = tl.load(w_ptr + r[:, None] * stride + c[None, :], mask=r_in[:, None] & c_in[None, :], other=0.0)
+        offsets = r.to(tl.int64)[:, None] * stride + c[None, :]  # int64: no overflow past 2^31 entries
+        w = tl.load(w_ptr + offsets, mask=r_in[:, None] & c_in[None, :], other=0.0)
         z = tl.abs(w.to(tl.float64))  # the power is taken in float64: w^2 overflows float32 above 1.8e19
         if P == 2:
             z = z * z
@@ -97,6 +102,8 @@ def fused_pow_matvecs(
         raise RuntimeError("fused_pow_matvecs needs Triton, which is not installed")
     if float(p) not in FUSED_P:
         raise ValueError(f"p={p} is not computed by the fused kernel: it computes p in {FUSED_P}")
+    if fwd is None and bwd is None:
+        return None, None
     weight = weight.detach()
     if weight.stride(1) != 1:
         weight = weight.contiguous()
@@ -105,20 +112,22 @@ def fused_pow_matvecs(
     f64, dev = torch.float64, weight.device
     row_part = torch.empty((n_c, rows), dtype=f64, device=dev) if fwd is not None else None
     col_part = torch.empty((n_r, cols), dtype=f64, device=dev) if bwd is not None else None
-    # A pointer the kernel never reads stands in for an absent vector (HAS_FWD / HAS_BWD are off).
+    # A pointer the kernel never reads stands in for an absent vector (HAS_FWD / HAS_BWD / HAS_BIAS off).
     anything = row_part if row_part is not None else col_part
-    has_bias = bias is not None and fwd is not None
-    _pow_matvecs_kernel[(n_r, n_c)](
-        weight,
-        fwd.contiguous() if fwd is not None else anything,
-        bwd.contiguous() if bwd is not None else anything,
-        bias.detach() if has_bias else anything,
-        row_part if row_part is not None else anything,
-        col_part if col_part is not None else anything,
-        rows, cols, weight.stride(0),
-        P=int(p), HAS_FWD=fwd is not None, HAS_BWD=bwd is not None, HAS_BIAS=has_bias,
-        BLOCK_R=BLOCK_ROWS, BLOCK_C=BLOCK_COLS,
-    )
+    bias = bias.detach() if bias is not None and fwd is not None else None
+    # Triton launches on the current CUDA device: make it the weight's (device=cuda:N).
+    with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+        _pow_matvecs_kernel[(n_r, n_c)](
+            weight,
+            fwd.contiguous() if fwd is not None else anything,
+            bwd.contiguous() if bwd is not None else anything,
+            bias if bias is not None else anything,
+            row_part if row_part is not None else anything,
+            col_part if col_part is not None else anything,
+            rows, cols, weight.stride(0),
+            P=int(p), HAS_FWD=fwd is not None, HAS_BWD=bwd is not None, HAS_BIAS=bias is not None,
+            BLOCK_R=BLOCK_ROWS, BLOCK_C=BLOCK_COLS, num_warps=NUM_WARPS,
+        )
     out = row_part.sum(0) if row_part is not None else None
     out_t = col_part.sum(0) if col_part is not None else None
     return out, out_t

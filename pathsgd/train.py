@@ -57,12 +57,15 @@ CAPTURES = ("none", "graph", "compile")  # speed.capture; none (or null) is eage
 CHECKPOINT_FORMAT = 1
 
 # Config keys that may change between a run and its resume; any other difference is refused.
-# ``sweep``: a run trained in a batched sweep may be continued alone, and the other way round. ``speed``: how the
-# step runs, not what it computes (tf32 changes float32 rounding only); a change is logged, and the summary records
-# the settings of the latest invocation.
+# ``sweep``: a run trained in a batched sweep may be continued alone, and the other way round. ``speed.capture``:
+# how the step runs, not what it computes (a change is logged). ``speed.tf32`` and ``speed.eval_tf32`` change the
+# numbers' rounding, so a run keeps them: one run's epochs are all float32 or all TF32.
 _RESUME_MAY_CHANGE = (
-    "resume", "epochs", "device", "phase", "checkpoint_every", "logger", "data.root", "data.download", "sweep", "speed",
+    "resume", "epochs", "device", "phase", "checkpoint_every", "logger", "data.root", "data.download", "sweep",
+    "speed.capture",
 )
+# What a checkpoint made before the speed group existed was trained with.
+_SPEED_BEFORE_THE_GROUP = {"speed.capture": None, "speed.tf32": False, "speed.eval_tf32": False}
 
 
 class ConfigError(ValueError):
@@ -195,7 +198,7 @@ def _check_resumable(saved: Mapping[str, Any], now: Mapping[str, Any], run_dir: 
     def keep(key: str) -> bool:
         return not any(key == k or key.startswith(k + ".") for k in _RESUME_MAY_CHANGE)
 
-    a, b = _flatten(saved), _flatten(now)
+    a, b = {**_SPEED_BEFORE_THE_GROUP, **_flatten(saved)}, _flatten(now)
     diffs = [f"{k}={a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if keep(k) and a.get(k) != b.get(k)]
     if diffs:
         raise ConfigError(
@@ -203,9 +206,9 @@ def _check_resumable(saved: Mapping[str, Any], now: Mapping[str, Any], run_dir: 
             + "; ".join(diffs)
             + ". Use the same configuration, another run directory (hydra.run.dir=...), or resume=false."
         )
-    speed = [f"{k}={a[k]!r} there, {b.get(k)!r} now" for k in sorted(a) if k.startswith("speed.") and a[k] != b.get(k)]
-    if speed:  # checkpoints from before the speed group have no speed.* keys: nothing to report
-        log.warning("resuming %s with other speed settings (%s) from here on", run_dir, "; ".join(speed))
+    if a["speed.capture"] != b.get("speed.capture"):
+        log.warning("resuming %s with speed.capture=%r (was %r) from here on", run_dir, b.get("speed.capture"),
+                    a["speed.capture"])
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -456,8 +456,9 @@ def main(argv: list[str] | None = None) -> dict:
                                                    fast=True, capture=capture, fused_chains=False),
     }
     fused_chains = kernels.fused_available(x_dev[:2, :2], 2.0)  # would the runner's Path-SGD use the kernel?
-    if not fused_chains:
-        del loops["pathsgd_torch_chains"]  # the same loop as "pathsgd" then
+    if not fused_chains or capture == "compile":
+        # The same loop as "pathsgd" then (compiled steps write the chains as reductions, never the kernel).
+        del loops["pathsgd_torch_chains"]
     # All loops are built and warmed up first, then timed in turns (one repeat of each per round), so a
     # change in the load of a shared machine affects every loop alike and the ratios stay meaningful.
     built = {key: build() for key, build in loops.items()}
@@ -470,6 +471,8 @@ def main(argv: list[str] | None = None) -> dict:
             times[key].append(median_time(lambda loop=loop: loop.run(args.steps), device, 1, warmup=0))
     s_per_step: dict[str, float | None] = {key: statistics.median(t) / args.steps for key, t in times.items()}
     s_per_step.setdefault("pathsgd_torch_chains", None)
+    # Recorded as used: not when compiled (reductions), nor after a failed launch (torch fallback, warned).
+    fused_chains = fused_chains and capture != "compile" and not kernels._failed
     finite: dict[str, bool] = {}
     for key, loop in built.items():
         model = loop.net if isinstance(loop, OfficialLoop) else loop.model

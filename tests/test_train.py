@@ -239,13 +239,27 @@ def test_speed_capture_none_and_null_are_eager(tmp_path, monkeypatch):
     assert seen == [None, None]
 
 
-def test_resume_may_change_the_speed_settings(tmp_path, caplog):
+def test_resume_may_change_the_capture_but_not_tf32(tmp_path, caplog):
     train(make_cfg("epochs=3"), run_dir=tmp_path / "whole")
     train(make_cfg("epochs=1"), run_dir=tmp_path / "split")
-    summary = train(make_cfg("epochs=3", "resume=true", "speed.capture=graph", "speed.tf32=true"), run_dir=tmp_path / "split")
-    assert summary["status"] == "completed" and summary["config"]["speed"] == {"capture": "graph", "tf32": True, "eval_tf32": False}
-    assert "speed.capture=None there, 'graph' now; speed.tf32=False there, True now" in caplog.text
+    for key in ("speed.tf32", "speed.eval_tf32"):  # TF32 changes the rounding: one run is all float32 or all TF32
+        with pytest.raises(ConfigError, match=rf"{key}=False there, True now"):
+            train(make_cfg("epochs=3", "resume=true", f"{key}=true"), run_dir=tmp_path / "split")
+    summary = train(make_cfg("epochs=3", "resume=true", "speed.capture=graph"), run_dir=tmp_path / "split")
+    assert summary["status"] == "completed" and summary["config"]["speed"] == {"capture": "graph", "tf32": False, "eval_tf32": False}
+    assert "speed.capture='graph' (was None)" in caplog.text
     assert strip_timing(check_record(tmp_path / "split", 3)) == strip_timing(check_record(tmp_path / "whole", 3))
+
+
+def test_a_checkpoint_from_before_the_speed_group_resumes(tmp_path):
+    """Checkpoints written before speed.* existed were eager float32 runs: they resume with the defaults."""
+    train(make_cfg("epochs=1"), run_dir=tmp_path)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    del ckpt["config"]["speed"]
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    assert train(make_cfg("epochs=2", "resume=true"), run_dir=tmp_path)["status"] == "completed"
+    with pytest.raises(ConfigError, match=r"speed.tf32=False there, True now"):
+        train(make_cfg("epochs=3", "resume=true", "speed.tf32=true"), run_dir=tmp_path)
 
 
 def tf32_flags() -> tuple[bool, bool]:
