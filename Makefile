@@ -36,7 +36,8 @@ gpu-check: ## issue 5's GPU checks in one run (at most 9 min): CUDA tests, bench
 # >>> reproduce (owned by the figure pipeline)
 # Each figure: alpha sweep (Hydra multirun) -> selection -> final runs -> results/<fig>/*.csv -> results/figures/.
 # Re-running continues where it stopped. LAUNCHER=slurm sends the runs to a Slurm cluster (configs/hydra/launcher/).
-REPRODUCE = $(PY) -m pathsgd.reproduce $(if $(LAUNCHER),--launcher $(LAUNCHER))
+# OVERRIDES="speed.capture=graph speed.eval_tf32=true": runner overrides added to every run of the study.
+REPRODUCE = $(PY) -m pathsgd.reproduce $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(foreach o,$(OVERRIDES),--override $(o))
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 .PHONY: smoke reproduce-fig1 reproduce-fig2 reproduce-fig3 reproduce-fig2-fashion
 
