@@ -26,8 +26,9 @@ test-slow: ## the end-to-end tests: the whole smoke pipeline and notebook in a t
 
 .PHONY: bench
 BENCH_ARGS ?=
-bench: ## time SGD and Path-SGD steps against the device's floor -> results/bench/<device>-<commit>.json (BENCH_ARGS="--device cpu --threads 1")
-	$(PY) scripts/bench.py $(BENCH_ARGS) --json results/bench/$$($(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")-$$(git rev-parse --short HEAD).json
+bench: ## time SGD and Path-SGD steps against the device's floor -> results/bench/<device>-<commit>.{json,md} (BENCH_ARGS="--device cpu --threads 1")
+	name=results/bench/$$($(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")-$$(git rev-parse --short HEAD); \
+	$(PY) scripts/bench.py $(BENCH_ARGS) --json $$name.json --md $$name.md
 
 .PHONY: gpu-check
 gpu-check: ## issue 5's GPU checks in one run (at most 9 min): CUDA tests, bench eager/graph/compile, batched -> $OUT or results/bench/gpu-check/

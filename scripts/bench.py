@@ -321,6 +321,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--matmul-size", type=int, default=None, help="n of the ceiling matmul (default 4096 cuda, 2048 cpu)")
     ap.add_argument("--copy-mib", type=int, default=None, help="MiB of the ceiling copy (default 1024 cuda, 256 cpu)")
     ap.add_argument("--json", type=Path, default=None, help="write the record here")
+    ap.add_argument("--md", type=Path, default=None, help="write the command, provenance and the table here")
     args = ap.parse_args(argv)
     for name in ("depth", "batch", "steps", "repeats", "epoch_steps", "n_train"):
         if getattr(args, name) < 1:
@@ -573,6 +574,18 @@ def main(argv: list[str] | None = None) -> dict:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.json}")
+    if args.md is not None:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        load = record["loadavg_at_start"]
+        args.md.write_text(
+            f"# Benchmark: {record['device_name']}, commit {(record['commit'] or 'unknown')[:7]}\n\n"
+            f"command: `{record['command']}`\n"
+            f"date: {record['date']} (UTC, start of run)\n"
+            f"commit: {record['commit']}{' (working tree dirty)' if record['dirty'] else ''}\n"
+            f"load average at start: {None if load is None else round(load[0], 1)}\n\n"
+            f"{header}\n\n{format_table(record)}\n"
+        )
+        print(f"wrote {args.md}")
     return record
 
 

@@ -44,7 +44,8 @@ def test_bench_tiny_writes_record(tmp_path, capsys):
     bench = load_bench()
     out = tmp_path / "bench.json"
     argv = ["--device", "cpu", "--width", "32", "--steps", "3", "--repeats", "2", "--epoch-steps", "10",
-            "--warmup", "1", "--n-train", "1000", "--matmul-size", "64", "--copy-mib", "1", "--json", str(out)]
+            "--warmup", "1", "--n-train", "1000", "--matmul-size", "64", "--copy-mib", "1", "--json", str(out),
+            "--md", str(tmp_path / "bench.md")]
     returned = bench.main(argv)
     record = json.loads(out.read_text())
     assert record == json.loads(json.dumps(returned))
@@ -56,7 +57,10 @@ def test_bench_tiny_writes_record(tmp_path, capsys):
         assert positive_or_null(record[key]), (key, record[key])
     assert all(positive_or_null(v) for v in record["ratios"].values()), record["ratios"]
     assert all(record["finite"].values()), record["finite"]
-    assert record["command"].endswith(str(out))
+    assert record["command"].endswith(str(tmp_path / "bench.md"))
+    md = (tmp_path / "bench.md").read_text()
+    assert f"command: `{record['command']}`" in md and "| pathsgd/sgd | " in md and "784-32-32-10" in md
+    assert record["fused_chains"] is False and record["pathsgd_torch_chains_s_per_epoch"] is None  # the CPU
     table = capsys.readouterr().out
     assert "runner, Path-SGD" in table and "pathsgd/sgd" in table
 
