@@ -92,7 +92,7 @@ def layered_linears(model: nn.Module) -> list[nn.Linear] | None:
 # blocks measured fastest per step (smaller ones cost more in per-block dispatch than they save in
 # cache misses). On a GPU the fused Triton kernel of :mod:`pathsgd.kernels` reads each weight once
 # (and without it one full-size pass is cheaper than many small ones); under torch.compile the chains
-# are written as reductions, which the compiler fuses with the power into one read of the weight.
+# are written as reductions, for the compiler to fuse with the power (not yet measured on a GPU).
 CHAIN_BLOCK_ELEMENTS = 1 << 18
 # Blocks of rows for the optimizer's elementwise update: 256 KiB of float32, whose temporary stays in cache.
 UPDATE_BLOCK_ELEMENTS = 1 << 16
@@ -118,7 +118,7 @@ def pow_matvecs(
     across calls (fresh memory costs page faults)."""
     weight = weight.detach()
     if torch.compiler.is_compiling():
-        # Traced by torch.compile: reductions of |W|^p that the compiler fuses (no float64 copy of W).
+        # Traced by torch.compile: reductions of |W|^p, for the compiler to fuse (no float64 copy of W).
         z = _abs_pow(weight, p)
         out = None if fwd is None else (z * fwd).sum(1)
         if out is not None and bias is not None:

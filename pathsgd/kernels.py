@@ -8,14 +8,14 @@ traffic per step, as much as the rest of the step. The Triton kernel here reads 
 once, raises it to p in float64 in registers, and reduces it against both vectors in the same pass
 (64 MB for that layer). Rows and columns are cut into tiles; each tile writes its partial row sums and
 partial column sums (float64; the bias's |b|^p joins the first tile's row sums), and one small
-``sum(0)`` per side finishes them, so the result does not
-depend on scheduling (no atomics).
+``sum(0)`` per side finishes them, so the result does not depend on scheduling (no atomics).
 
 Used by :func:`pathsgd.geometry.pow_matvecs` for CUDA tensors when Triton is importable and p is 1 or 2
 (the paper's p). Anything else, or any error launching the kernel (reported once as a warning), uses
 the plain torch path; ``PATHSGD_FUSED_CHAINS=0`` turns the kernel off. The kernel's results equal the
-torch path's to float64 rounding: tested on the CPU through Triton's interpreter
-(``tests/test_kernels.py``) and on CUDA where a GPU is present.
+torch path's to float64 rounding: tested on the CPU through Triton's interpreter, compiled for sm_90
+there to check that it lowers without spilling (``tests/test_kernels.py``), and run on CUDA where a GPU
+is present. NOT YET TIMED ON A GPU.
 """
 
 from __future__ import annotations

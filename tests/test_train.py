@@ -257,9 +257,9 @@ def test_a_checkpoint_from_before_the_speed_group_resumes(tmp_path):
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     del ckpt["config"]["speed"]
     torch.save(ckpt, tmp_path / "checkpoint.pt")
-    assert train(make_cfg("epochs=2", "resume=true"), run_dir=tmp_path)["status"] == "completed"
     with pytest.raises(ConfigError, match=r"speed.tf32=False there, True now"):
-        train(make_cfg("epochs=3", "resume=true", "speed.tf32=true"), run_dir=tmp_path)
+        train(make_cfg("epochs=2", "resume=true", "speed.tf32=true"), run_dir=tmp_path)
+    assert train(make_cfg("epochs=2", "resume=true"), run_dir=tmp_path)["status"] == "completed"
 
 
 def tf32_flags() -> tuple[bool, bool]:
