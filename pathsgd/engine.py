@@ -1,12 +1,16 @@
-"""The training step, epoch and evaluation, with torch alone (no Hydra, no W&B).
+"""The one training loop, with torch alone (no Hydra, no W&B): step, epoch, evaluation.
 
-Data are whole tensors on the device; an epoch is the slices of one on-device permutation, and nothing
-inside an epoch syncs with the host (losses accumulate on the device) unless a progress bar asks for a
-running loss. The runner (:mod:`pathsgd.train`), the figure pipeline and the benchmark import these.
+A step is what a user writes: ``loss.backward(); optimizer.step()`` with the public optimizers
+(``torch.optim.SGD``, ``torch.optim.Adagrad``, :class:`pathsgd.PathSGD`). An epoch trains K >= 1 members,
+each a (model, optimizer) pair, on the same batches: a single run is K = 1, a sweep over step sizes in
+one process is K > 1, and each member follows exactly the trajectory of its own run (same batch order,
+same dropout masks). Data are whole tensors on the device; an epoch is the slices of one on-device
+permutation, and nothing inside an epoch syncs with the host (losses accumulate on the device) unless a
+progress bar asks for a running loss. The runner (:mod:`pathsgd.train`) and the benchmark import these.
 
-:func:`train_epoch` uses the fast step of :mod:`pathsgd.fast` (forward, backward and update written out
-for :class:`pathsgd.MLP` with SGD, AdaGrad or Path-SGD; the same updates to float32 rounding) wherever
-it applies, and :func:`train_step` (autograd and ``optimizer.step()``, the reference) otherwise.
+``capture`` runs the same step faster where it can: ``"graph"`` replays it as a CUDA graph (CUDA only;
+eager elsewhere), ``"compile"`` runs the model's forward through ``torch.compile``. Both fall back to the
+eager step, with a warning, if they fail. Neither has been measured on a GPU by this project yet.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +30,8 @@ __all__ = [
     "step_size",
     "resolve_device",
     "make_optimizer",
+    "CAPTURE_MODES",
+    "GraphStep",
     "train_step",
     "train_epoch",
     "evaluate",
@@ -78,74 +85,145 @@ def make_optimizer(name: str, model: nn.Module, lr: float, **kwargs) -> torch.op
     raise ValueError(f"optimizer={name!r} is unknown: choose one of {', '.join(OPTIMIZERS)}")
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor) -> Tensor:
+CAPTURE_MODES = (None, "graph", "compile")
+GRAPH_WARMUP = 3  # eager steps (on a side stream) before a CUDA graph is captured
+_compiled_forward: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> torch.compile(model)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *, forward=None) -> Tensor:
     """One mini-batch update; returns the batch's mean cross-entropy (detached, on the device)."""
-    loss = F.cross_entropy(model(x), y)
+    loss = F.cross_entropy((model if forward is None else forward)(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.detach()
 
 
+class GraphStep:
+    """:func:`train_step` of one (model, optimizer) replayed as a CUDA graph for full-size batches.
+
+    torch's whole-network capture: after ``GRAPH_WARMUP`` real steps on a side stream, one step (forward,
+    backward, ``optimizer.step()``) is recorded with static input buffers; each later batch of the same
+    size is copied into them and the graph replayed. Another batch size (an epoch's last, smaller batch)
+    runs eagerly. Dropout stays right: ``F.dropout`` draws from the default CUDA generator, which is
+    graph-safe. Any capture failure leaves the eager step, with a warning. Unverified on a GPU so far.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.graph, self.static, self.failed, self.warm = None, None, False, 0
+
+    def __call__(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+        if self.failed:
+            return train_step(self.model, self.optimizer, x[idx], y[idx])
+        if self.graph is not None:
+            xs, ys, loss = self.static
+            if len(idx) != len(xs):
+                return train_step(self.model, self.optimizer, x[idx], y[idx])
+            torch.index_select(x, 0, idx, out=xs)
+            torch.index_select(y, 0, idx, out=ys)
+            self.graph.replay()
+            return loss.clone()
+        side, current = torch.cuda.Stream(x.device), torch.cuda.current_stream(x.device)
+        side.wait_stream(current)
+        try:
+            with torch.cuda.stream(side):
+                if self.warm < GRAPH_WARMUP:
+                    self.warm += 1
+                    loss = train_step(self.model, self.optimizer, x[idx], y[idx])
+                else:
+                    xs, ys = x[idx].clone(), y[idx].clone()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph):  # records, does not run
+                        loss = F.cross_entropy(self.model(xs), ys)
+                        loss.backward()
+                        self.optimizer.step()
+                    self.graph, self.static = graph, (xs, ys, loss)
+                    graph.replay()
+                    loss = loss.clone()
+        except Exception as err:  # noqa: BLE001 - a failed capture leaves the eager step, which is always right
+            warnings.warn(f"CUDA graph capture of the step failed ({type(err).__name__}: {err}); running eagerly",
+                          stacklevel=3)
+            self.failed, self.graph = True, None
+            torch.cuda.synchronize(x.device)
+            return train_step(self.model, self.optimizer, x[idx], y[idx])
+        current.wait_stream(side)
+        return loss
+
+
+def _stepper(model: nn.Module, optimizer: torch.optim.Optimizer, capture: str | None):
+    """``step(x, y, idx)`` for one member, as ``capture`` asks (see the module docstring)."""
+    if capture == "graph" and next(model.parameters()).is_cuda:
+        cached = getattr(optimizer, "_pathsgd_graph_step", None)  # a graph outlives the epoch
+        if cached is None or cached.model is not model:
+            cached = GraphStep(model, optimizer)
+            optimizer._pathsgd_graph_step = cached
+        return cached
+    forward = None
+    if capture == "compile":
+        if model not in _compiled_forward:
+            # fallback_random: dropout draws from torch's generator as in eager mode (the same masks)
+            _compiled_forward[model] = torch.compile(model, options={"fallback_random": True})
+        forward = _compiled_forward[model]
+    return lambda x, y, idx: train_step(model, optimizer, x[idx], y[idx], forward=forward)
+
+
 def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    members: Sequence[tuple[nn.Module, torch.optim.Optimizer]],
     x: Tensor,
     y: Tensor,
     batch_size: int,
     generator: torch.Generator,
     *,
     on_step: Callable[[int, Tensor], None] | None = None,
-    fast: bool | None = None,
     capture: str | None = None,
 ) -> Tensor:
-    """One pass over ``(x, y)`` in mini-batches of an on-device permutation drawn from ``generator``.
+    """One pass over ``(x, y)`` for each ``(model, optimizer)`` member, in mini-batches of an on-device
+    permutation drawn once from ``generator`` and shared by the members.
 
-    The last batch is smaller when ``batch_size`` does not divide ``len(x)`` (a separate eager call of
-    the same step when the full-size ones are captured). Returns the mean of the batch losses as a 0-dim
-    float64 tensor on the device: non-finite if any step's loss was (the caller checks once per epoch).
-    ``on_step(step, loss_sum)`` (e.g. a progress bar) is called after each step with the running sum of
-    batch losses; reading it syncs, so a caller should do so sparingly.
-
-    ``fast``: None (default) uses :class:`pathsgd.fast.FastStep` where it applies (a ``pathsgd.MLP``
-    with SGD without momentum or weight decay, AdaGrad without lr decay or weight decay, or PathSGD) and
-    :func:`train_step` otherwise; False always uses :func:`train_step`; True requires the fast step
-    (``ValueError`` naming the reason otherwise). ``capture`` (fast step only): None (eager), ``"graph"``
-    (a CUDA graph of the step; eager on the CPU) or ``"compile"`` (``torch.compile``); see
-    :mod:`pathsgd.fast`.
+    The last batch is smaller when ``batch_size`` does not divide ``len(x)``. With K > 1 members, every
+    member's step starts from the same state of torch's global generators, so its dropout masks are those
+    of its separate run (the generators end where one run would leave them). Returns each member's mean
+    batch loss, float64 ``[K]`` on the device (non-finite if any of its steps' losses was; the caller checks
+    once per epoch). ``on_step(step, loss_sums)`` (e.g. a progress bar) is called after each step with the
+    running sums of batch losses; reading them syncs, so a caller should do so sparingly.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be a positive integer")
-    step = None
-    if fast is False and capture is not None:
-        raise ValueError(f"capture={capture!r} captures the fast step, but fast=False")
-    if fast is None or fast:
-        from pathsgd.fast import CAPTURE_MODES, fast_step, unsupported_reason
-
-        if capture not in CAPTURE_MODES:
-            raise ValueError(f"capture={capture!r} is unknown: choose one of {', '.join(map(repr, CAPTURE_MODES))}")
-
-        step = fast_step(model, optimizer, capture=capture)
-        if step is None and fast:
-            raise ValueError(f"fast=True, but the fast step does not apply: {unsupported_reason(model, optimizer)}")
-        if step is None and capture is not None:
-            warnings.warn(f"capture={capture!r} is ignored: the fast step does not apply "
-                          f"({unsupported_reason(model, optimizer)})", stacklevel=2)
-    model.train()
+    if capture not in CAPTURE_MODES:
+        raise ValueError(f"capture={capture!r} is unknown: choose one of {', '.join(map(repr, CAPTURE_MODES))}")
+    if not members:
+        raise ValueError("train_epoch needs at least one (model, optimizer) member")
+    steps = [_stepper(model, optimizer, capture) for model, optimizer in members]
+    for model, _ in members:
+        model.train()
+    device = x.device
     n = len(x)
-    perm = torch.randperm(n, generator=generator, device=x.device)
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    steps = 0
-    for start in range(0, n, batch_size):
+    perm = torch.randperm(n, generator=generator, device=device)
+    total = torch.zeros(len(members), dtype=torch.float64, device=device)
+    for count, start in enumerate(range(0, n, batch_size), 1):
         idx = perm[start : start + batch_size]
-        if step is None:
-            total += train_step(model, optimizer, x[idx], y[idx])
+        if len(steps) == 1:
+            total[0] += steps[0](x, y, idx)
         else:
-            total += step.run(x, y, idx)
-        steps += 1
+            rng = _global_rng(device)
+            for k, step in enumerate(steps):
+                _set_global_rng(rng, device)
+                total[k] += step(x, y, idx)
         if on_step is not None:
-            on_step(steps, total)
-    return total / max(steps, 1)
+            on_step(count, total)
+    return total / max(-(-n // batch_size), 1)
+
+
+def _global_rng(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_global_rng(state: tuple[Tensor, Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 @torch.no_grad()

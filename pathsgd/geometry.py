@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -35,7 +36,6 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
 from .models import MLP
 
 SUPPORTED = (
@@ -91,14 +91,11 @@ def layered_linears(model: nn.Module) -> list[nn.Linear] | None:
 # chains read each float32 weight once instead of writing and re-reading a full float64 copy. 2 MiB
 # blocks measured fastest per step (smaller ones cost more in per-block dispatch than they save in
 # cache misses). On a GPU the fused Triton kernel of :mod:`pathsgd.kernels` reads each weight once
-# (and without it one full-size pass is cheaper than many small ones); under torch.compile the chains
-# are written as reductions, for the compiler to fuse with the power (not yet measured on a GPU).
+# (and without it one full-size pass is cheaper than many small ones).
 CHAIN_BLOCK_ELEMENTS = 1 << 18
-# Blocks of rows for the optimizer's elementwise update: 256 KiB of float32, whose temporary stays in cache.
-UPDATE_BLOCK_ELEMENTS = 1 << 16
 
 
-def row_blocks(t: torch.Tensor, elements: int = UPDATE_BLOCK_ELEMENTS) -> int:
+def row_blocks(t: torch.Tensor, elements: int = CHAIN_BLOCK_ELEMENTS) -> int:
     """Rows per block for blockwise work on ``t`` (all rows off the CPU)."""
     if t.device.type != "cpu" or t.dim() < 2:
         return max(t.shape[0], 1)
@@ -117,14 +114,10 @@ def pow_matvecs(
     None when its vector is). ``work``: a float64 scratch buffer of ``CHAIN_BLOCK_ELEMENTS``, reused
     across calls (fresh memory costs page faults)."""
     weight = weight.detach()
-    if torch.compiler.is_compiling():
-        # Traced by torch.compile: reductions of |W|^p, for the compiler to fuse (no float64 copy of W).
-        z = _abs_pow(weight, p)
-        out = None if fwd is None else (z * fwd).sum(1)
-        if out is not None and bias is not None:
-            out = out + _abs_pow(bias, p)
-        return out, None if bwd is None else (z * bwd[:, None]).sum(0)
-    if kernels.fused_available(weight, p):
+    kernels = sys.modules.get("pathsgd.kernels")
+    if weight.is_cuda and kernels is None:  # imported here: Triton is loaded only where its kernel can run
+        from . import kernels
+    if kernels is not None and kernels.fused_available(weight, p):
         try:
             return kernels.fused_pow_matvecs(weight, p, fwd, bwd, bias)
         except Exception as err:  # noqa: BLE001 - e.g. a Triton compile error: the torch path is always right

@@ -14,8 +14,9 @@ from .geometry import (
     generic_path_sums,
     infer_input_shape,
     layered_linears,
+    CHAIN_BLOCK_ELEMENTS,
+    SCALE_DTYPE,
     mlp_scale_factors,
-    row_blocks,
     trace_for_paths,
 )
 
@@ -35,33 +36,50 @@ def _root_reciprocal(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return scale.where(scale > 0, math.inf).rsqrt().to(dtype)  # rsqrt(inf) = 0
 
 
-def path_sgd_update_(
-    param: torch.Tensor,
-    grad: torch.Tensor,
-    lr: float,
-    root_row: torch.Tensor,
-    root_col: torch.Tensor | None = None,
+def path_sgd(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    lrs: list[float],
+    row_roots: list[torch.Tensor],
+    col_roots: list[torch.Tensor | None],
+    *,
+    scratch: torch.Tensor | None = None,
 ) -> None:
-    """w <- w - lr * grad / gamma, in place, for one tensor, given s = sqrt(1/gamma).
+    """The Path-SGD update w <- w - lr * grad / gamma, in place, tensor by tensor, given s = sqrt(1/gamma).
 
-    ``root_row`` is s itself (the parameter's shape) or, for an MLP weight, the row factor of
-    s = root_row[:, None] * root_col[None, :]: there gamma is an outer product of two vectors, which
-    we never materialize. The step is grad * s * s, multiplied in that order so that it fits in the
-    parameter's dtype even under the paper's unbalanced init: 1/gamma alone spans 1e-60..1e60 there,
-    beyond float32, while grad * s is as well scaled as a balanced network's gradient and
+    For each parameter, ``row_roots[i]`` is s itself (the parameter's shape) when ``col_roots[i]`` is None;
+    otherwise s = row_root[:, None] * col_root[None, :] (an MLP weight, whose gamma is the outer product of
+    Algorithm 1's two chains; never materialized) or s = row_root (an MLP bias, ``col_root`` None and
+    ``row_root`` of the bias's shape). The step is grad * s * s, multiplied in that order so that it fits
+    in the parameter's dtype even under the paper's unbalanced init: 1/gamma alone spans 1e-60..1e60
+    there, beyond float32, while grad * s is as well scaled as a balanced network's gradient and
     grad * s * s as the weight itself (rescaling a unit by c scales grad by 1/c and s by c).
+    ``scratch``: a buffer of the parameters' dtype with at least as many elements as the largest
+    parameter, reused for the product (fresh memory each step costs page faults on the CPU).
     """
-    if root_col is None:
-        step = grad * root_row
-        param.addcmul_(step, root_row, value=-lr)
-        return
-    rows = row_blocks(param)  # on the CPU, blocks of rows keep the temporary in cache
-    for start in range(0, param.shape[0], rows):
-        block = slice(start, start + rows)
-        r = root_row[block, None]
-        step = grad[block] * r
-        step.mul_(root_col[None, :]).mul_(r)
-        param[block].addcmul_(step, root_col[None, :], value=-lr)
+    for w, g, lr, row, col in zip(params, grads, lrs, row_roots, col_roots):
+        if scratch is not None and scratch.numel() >= g.numel() and scratch.dtype == g.dtype:
+            step = scratch[: g.numel()].view(g.shape)
+        else:
+            step = torch.empty_like(g)
+        if col is None:
+            torch.mul(g, row, out=step)
+            w.addcmul_(step, row, value=-lr)
+            continue
+        r = row[:, None]
+        torch.mul(g, r, out=step)
+        step.mul_(col).mul_(r)
+        w.addcmul_(step, col, value=-lr)
+
+
+def mlp_roots(linears: Sequence[nn.Linear], p: float, dtype: torch.dtype, work: torch.Tensor | None = None):
+    """Per layer ``(r, c)`` = (out^(-1/2), in^(-1/2)) of Algorithm 1's factors, in ``dtype``; 0 where gamma is 0.
+
+    All the factors go through one concatenated vector: a handful of kernels instead of a handful per
+    vector (on a GPU each costs a launch)."""
+    factors = [v for pair in mlp_scale_factors(linears, p, work=work) for v in pair]
+    roots = _root_reciprocal(torch.cat(factors), dtype).split([len(v) for v in factors])
+    return list(zip(roots[0::2], roots[1::2]))
 
 
 class PathSGD(Optimizer):
@@ -113,6 +131,8 @@ class PathSGD(Optimizer):
         self._graph = None if self._linears is not None else trace_for_paths(model)
         if self._graph is not None and self.input_shape is None:
             infer_input_shape(model)  # a conv net without input_shape fails now, with the reason
+        self._chain_work: torch.Tensor | None = None  # float64 scratch of the chains (CPU), made at the first step
+        self._scratch: torch.Tensor | None = None  # the update's product, as large as the largest parameter
         names = {id(w): n for n, w in model.named_parameters()}
         for group in self.param_groups:
             for w in group["params"]:
@@ -140,6 +160,16 @@ class PathSGD(Optimizer):
     def _lr_of(self) -> dict[int, float]:
         return {id(w): group["lr"] for group in self.param_groups for w in group["params"]}
 
+    def _buffers(self, like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The reusable scratch buffers (rebuilt if the model moved to another device or dtype)."""
+        if self._scratch is None or self._scratch.device != like.device or self._scratch.dtype != like.dtype:
+            size = max(w.numel() for w in self.model.parameters())
+            self._scratch = torch.empty(size, dtype=like.dtype, device=like.device)
+            self._chain_work = None
+            if like.device.type == "cpu":  # the chains' blockwise float64 |W|^p (pathsgd.geometry.pow_matvecs)
+                self._chain_work = torch.empty(CHAIN_BLOCK_ELEMENTS, dtype=SCALE_DTYPE)
+        return self._chain_work, self._scratch
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
@@ -148,18 +178,24 @@ class PathSGD(Optimizer):
                 loss = closure()
         p = self.param_groups[0]["p"]
         lr_of = self._lr_of()
+        params, grads, lrs, rows, cols = [], [], [], [], []
+
+        def gather(w: torch.Tensor | None, row: torch.Tensor, col: torch.Tensor | None) -> None:
+            if w is not None and w.grad is not None and id(w) in lr_of:
+                params.append(w), grads.append(w.grad), lrs.append(lr_of[id(w)]), rows.append(row), cols.append(col)
+
+        if not lr_of:
+            return loss
+        work, scratch = self._buffers(next(iter(self.model.parameters())))
         if self._linears is not None:
-            for lin, (out_f, in_f) in zip(self._linears, mlp_scale_factors(self._linears, p)):
-                dtype = lin.weight.dtype
-                root_out = _root_reciprocal(out_f, dtype)
-                for w, root_in in ((lin.weight, _root_reciprocal(in_f, dtype)), (lin.bias, None)):
-                    if w is not None and w.grad is not None and id(w) in lr_of:
-                        path_sgd_update_(w, w.grad, lr_of[id(w)], root_out, root_in)
+            for lin, (r, c) in zip(self._linears, mlp_roots(self._linears, p, self._linears[0].weight.dtype, work)):
+                gather(lin.weight, r, c)
+                gather(lin.bias, r, None)
         else:
             _, sums = generic_path_sums(self.model, p, self.input_shape, graph=self._graph)
             e = 2.0 / p
             for name, w in self.model.named_parameters():
                 if w.grad is not None and id(w) in lr_of:
-                    gamma = sums[name] if e == 1.0 else sums[name].pow(e)
-                    path_sgd_update_(w, w.grad, lr_of[id(w)], _root_reciprocal(gamma, w.dtype))
+                    gather(w, _root_reciprocal(sums[name] if e == 1.0 else sums[name].pow(e), w.dtype), None)
+        path_sgd(params, grads, lrs, rows, cols, scratch=scratch)
         return loss

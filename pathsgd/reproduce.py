@@ -16,8 +16,9 @@
 4. **aggregate**: every planned run -> ``<results>/<name>/runs.csv`` (one row per run and epoch).
 5. **plot**: ``scripts/plot_figures.py`` draws ``<results>/figures/<name>.png/.pdf`` from the CSVs alone.
 
-Run directories live under ``<raw>/<name>/<phase>/<dataset>/<optimizer>-<init>-a<alpha>-d<dropout>-s<seed>``
-(git-ignored). Re-running skips multiruns whose runs all finished (completed or diverged) with the asked
+Run directories live under ``<raw>/<name>/<phase>/<dataset>/<run name>`` (git-ignored), the run name being
+:func:`pathsgd.train.run_name` of the run's whole config (``<optimizer>-<init>-a<alpha>-d<dropout>-s<seed>-<hash>``):
+a study whose overrides change (width, batch size, ...) trains new runs instead of reusing the old ones. Re-running skips multiruns whose runs all finished (completed or diverged) with the asked
 number of epochs and passes ``resume=true`` to the others, so an interrupted pipeline continues.
 
 The experiment file (YAML) is documented in ``experiments/README.md``; a ``base:`` key names a file (relative
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
@@ -51,8 +53,8 @@ FINISHED = ("completed", "diverged")
 # The runner's per-epoch columns (metrics.csv's first seven, the runner's contract with this pipeline).
 METRIC_COLUMNS = list(METRICS_CSV_COLUMNS[:7])
 RUN_COLUMNS = ["dataset", "optimizer", "init", "dropout", "alpha", "phase", "seed", "width", *METRIC_COLUMNS, "status"]
-# The run directory's name inside <raw>/<name>/<phase>/<dataset>/: Hydra resolves it per job.
-SUBDIR = "${optimizer.name}-${init.name}-a${alpha}-d${model.dropout}-s${seed}"
+# The run directory's name inside <raw>/<name>/<phase>/<dataset>/: Hydra resolves it per job (pathsgd.train.run_name).
+SUBDIR = "${pathsgd_run:}"
 # With sweep.batched: Hydra's own directory of each batched job (its members go to SUBDIR's names, via sweep.dir).
 BATCHED_SUBDIR = ".batched/${optimizer.name}-${init.name}-d${model.dropout}-s${seed}"
 
@@ -175,12 +177,17 @@ class Run:
     alpha: int | float
     seed: int
 
-    def leaf(self) -> str:
-        # Must match SUBDIR as Hydra resolves it: dropout is a float in the config (0.0, 0.5).
-        return f"{self.optimizer}-{self.init}-a{self.alpha}-d{float(self.dropout)}-s{self.seed}"
+    def overrides(self, exp: dict) -> list[str]:
+        """The runner overrides of this run, as its multirun passes them (Hydra's own keys aside)."""
+        phase = exp[self.phase]
+        every = [*exp["datasets"][self.dataset], *exp["overrides"], *phase.get("overrides", []),
+                 *exp.get("extra_overrides", [])]
+        own = [f"optimizer={self.optimizer}", f"model.dropout={float(self.dropout)}", f"alpha={self.alpha}",
+               f"init={self.init}", f"seed={self.seed}", f"phase={self.phase}"]
+        return [o for o in every if not o.lstrip("+~").startswith("hydra")] + own
 
     def path(self, exp: dict) -> Path:
-        return raw_dir(exp) / self.phase / self.dataset / self.leaf()
+        return raw_dir(exp) / self.phase / self.dataset / _run_name(tuple(self.overrides(exp)))
 
 
 @dataclass
@@ -287,6 +294,17 @@ def plan_final(exp: dict, selection: pd.DataFrame) -> tuple[list[Multirun], list
         for (dataset, dropout, alpha, inits), optimizers in groups.items()
     ]
     return multiruns, skipped
+
+
+@functools.lru_cache(maxsize=None)
+def _run_name(overrides: tuple[str, ...]) -> str:
+    """The runner's name for the run these overrides make (its config composed as the runner composes it)."""
+    from hydra import compose, initialize_config_dir
+
+    from pathsgd.train import CONFIG_DIR, run_name
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return run_name(compose(config_name="config", overrides=list(overrides)))
 
 
 def run_finished(path: Path, epochs: int) -> bool:
@@ -430,6 +448,7 @@ def reproduce(
 ) -> dict[str, Path]:
     """Run ``steps`` of the pipeline for ``exp``; return the paths written."""
     t0 = time.perf_counter()
+    exp = {**exp, "extra_overrides": list(extra)}  # they enter each run's name, as its config
     out = results_dir(exp)
     out.mkdir(parents=True, exist_ok=True)
     sweep = plan_sweep(exp)

@@ -21,6 +21,8 @@ call; :func:`main` is the thin ``@hydra.main`` wrapper (also the ``pathsgd-train
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import math
 import re
@@ -44,8 +46,7 @@ from pathsgd.engine import (
 from pathsgd.sinks import CSVSink, WandbSink
 
 __all__ = [
-    "ConfigError", "INITS", "LOGGERS", "train", "train_batched", "batched_run_dirs", "validate_config", "resolve_alpha",
-    "run_name", "main",
+    "ConfigError", "INITS", "LOGGERS", "train", "validate_config", "resolve_alpha", "run_name", "main",
 ]
 
 log = logging.getLogger("pathsgd.train")  # not __main__ under `python -m`
@@ -64,6 +65,8 @@ _RESUME_MAY_CHANGE = (
     "resume", "epochs", "device", "phase", "checkpoint_every", "logger", "data.root", "data.download", "sweep",
     "speed.capture",
 )
+# Config keys that do not change what a run computes: left out of its name (alpha is resolved; epochs may grow).
+_NOT_IN_THE_NAME = _RESUME_MAY_CHANGE + ("optimizer.default_alpha",)
 # What a checkpoint made before the speed group existed was trained with.
 _SPEED_BEFORE_THE_GROUP = {"speed.capture": None, "speed.tf32": False, "speed.eval_tf32": False}
 
@@ -176,11 +179,41 @@ def _validation_size(c: Mapping[str, Any]) -> Any:
     return c["dataset"].get("validation", 10000) if value is None else value
 
 
-def run_name(c: Mapping[str, Any]) -> str:
-    """A run's name from its config, e.g. ``mnist-pathsgd-balanced-a1-d0.0-s0`` (W&B run name)."""
-    alpha = resolve_alpha(c)
-    alpha_text = f"{alpha:g}"
-    return f"{c['dataset']['name']}-{c['optimizer']['name']}-{c['init']['name']}-a{alpha_text}-d{c['model']['dropout']}-s{c['seed']}"
+def _alpha_text(alpha: float) -> str:
+    """An alpha as run names print it: ``3`` for an integer alpha, else the float (``0.5``)."""
+    alpha = float(alpha)
+    return str(int(alpha)) if alpha.is_integer() else repr(alpha)
+
+
+def run_name(c: DictConfig | Mapping[str, Any]) -> str:
+    """A run's name, and its directory's, from its config: ``<optimizer>-<init>-a<alpha>-d<dropout>-s<seed>-<hash>``.
+
+    The readable part names the coordinates of the paper's figures; the hash (8 hex digits) covers every
+    other key that changes the result (:data:`_NOT_IN_THE_NAME` lists those that do not), so two configs that
+    could train differently never share a directory. ``epochs`` is left out: a finished run may be extended.
+    The one function that names runs: the runner, sweeps in one process and the figure pipeline use it.
+    """
+    c = _as_dict(c) if isinstance(c, DictConfig) else c
+    flat = _flatten({k: v for k, v in c.items() if k != "hydra"})
+    flat["alpha"] = resolve_alpha(c)
+    flat["data.validation"] = _validation_size(c)
+    kept = {k: v for k, v in flat.items() if not any(k == x or k.startswith(x + ".") for x in _NOT_IN_THE_NAME)}
+    digest = hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    readable = (f"{c['optimizer']['name']}-{c['init']['name']}-a{_alpha_text(flat['alpha'])}"
+                f"-d{float(c['model']['dropout'])}-s{c['seed']}")
+    return f"{readable}-{digest}"
+
+
+def _hydra_run_name(*, _root_: DictConfig) -> str:
+    """``${pathsgd_run:}`` in the Hydra config: :func:`run_name` of the job's config (``invalid-config``
+    when it cannot be named: the runner then reports the bad value itself)."""
+    try:
+        return run_name(_as_dict(_root_))
+    except Exception:  # noqa: BLE001 - validation, with its clear message, comes after Hydra made the directory
+        return "invalid-config"
+
+
+OmegaConf.register_new_resolver("pathsgd_run", _hydra_run_name, replace=True)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -351,178 +384,218 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
 
     ``run_dir`` defaults to Hydra's output directory when Hydra is running, else the current directory.
     Returns the summary dict (also written to ``summary.json``). Raises :class:`ConfigError` on bad input.
-    With ``sweep.batched=true``: :func:`train_batched` over ``sweep.alphas``, each alpha in the run directory
-    a separate run would get beside ``run_dir`` (or in ``sweep.dir``); returns their summaries.
+    With ``sweep.batched=true``: every alpha of ``sweep.alphas`` in one process (members of one loop), each
+    into ``<sweep.dir or beside run_dir>/<run_name>``, the directory its separate run gets; returns their
+    summaries. Each member's records equal its separate run's: same init, batch order and dropout masks,
+    and the same optimizer code.
     """
     c = _as_dict(cfg)
     validate_config(c)
-    if (c.get("sweep") or {}).get("batched"):
-        alphas = _sweep_alphas(c)
-        parent = c["sweep"].get("dir") or (Path(run_dir) if run_dir is not None else _default_run_dir()).parent
-        return train_batched(c, alphas, batched_run_dirs(c, alphas, parent))
-    _resolve_speed(c)
-    with tf32_matmuls(c["speed"]["tf32"], resolve_device(c["device"])):
-        return _train_single(c, run_dir)
-
-
-def _train_single(c: dict[str, Any], run_dir: str | Path | None) -> dict[str, Any]:
-    """:func:`train` of one configuration, ``c`` validated."""
-    eval_tf32 = c["speed"]["tf32"] or c["speed"]["eval_tf32"]
-    c["alpha"] = alpha = resolve_alpha(c)
-    lr = step_size(alpha)
+    c["alpha"] = resolve_alpha(c)
     c["data"]["validation"] = _validation_size(c)
     c["data"]["root"] = str(Path(c["data"]["root"]).expanduser())
+    _resolve_speed(c)
     run_dir = Path(run_dir) if run_dir is not None else _default_run_dir()
+    if not (c.get("sweep") or {}).get("batched"):
+        configs, run_dirs = [c], [run_dir]
+    else:
+        if c["logger"]["name"] != "csv":
+            raise ConfigError(
+                f"logger={c['logger']['name']} with sweep.batched=true: a batched sweep writes CSV records only; "
+                "use logger=csv, or separate runs (sweep.batched=false) for W&B"
+            )
+        if c["speed"]["capture"] is not None:
+            raise ConfigError(
+                f"speed.capture={c['speed']['capture']} with sweep.batched=true: a batched sweep's step is eager; "
+                "use speed.capture=none, or separate runs (sweep.batched=false) to capture the step"
+            )
+        configs = [{**copy.deepcopy(c), "alpha": alpha} for alpha in _sweep_alphas(c)]
+        parent = Path(c["sweep"].get("dir") or run_dir.parent)
+        run_dirs = [parent / run_name(mc) for mc in configs]
+    with tf32_matmuls(c["speed"]["tf32"], resolve_device(c["device"])):
+        out = _train(configs, run_dirs)
+    return out if c["sweep"]["batched"] else out[0]
+
+
+class _Member:
+    """One run of the loop: its config, directory, model, optimizer and records."""
+
+    def __init__(self, c: dict[str, Any], run_dir: Path, model: torch.nn.Module, optimizer) -> None:
+        self.c, self.run_dir, self.model, self.optimizer = c, run_dir, model, optimizer
+        self.lr = step_size(c["alpha"])
+        self.rows: list[dict[str, Any]] = []
+        self.status = "running"
+        self.rng: dict[str, Any] | None = None
+        self.sink = CSVSink(run_dir / "metrics.csv")
+        self.wandb: WandbSink | None = None
+        self.wandb_id: str | None = None
+
+    @property
+    def epoch(self) -> int:
+        return self.rows[-1]["epoch"] if self.rows else -1
+
+
+def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """The one training loop of :func:`train`: one member per config (all but ``alpha`` equal), validated."""
+    c = configs[0]
+    eval_tf32 = c["speed"]["tf32"] or c["speed"]["eval_tf32"]
     device = resolve_device(c["device"])
     seed = c["seed"]
-
     # Data first: a missing dataset or an impossible validation size fails before anything is written.
     data = _load_data(c, device)
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run_dir / CHECKPOINT_NAME
-    state = None
-    if c["resume"]:
-        if ckpt_path.is_file():
-            state = load_checkpoint(ckpt_path)
-            _check_resumable(state["config"], c, run_dir)
-        else:
-            log.warning("no checkpoint in %s; starting afresh", run_dir)
-    elif ckpt_path.is_file():
-        log.warning("%s already holds a run; starting afresh over it (resume=true would continue it)", run_dir)
 
     torch.manual_seed(_derive_seed(seed, "dropout"))  # the global generators drive dropout
     batches = torch.Generator(device=device).manual_seed(_derive_seed(seed, "batches"))
     # The init's and the optimizer's own checks name the bad option; say which config group holds it.
     try:
-        model = _build_model(c, data.in_features, data.num_classes, seed).to(device)
+        model0 = _build_model(c, data.in_features, data.num_classes, seed).to(device)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"init={c['init']['name']} (init.*): {err}") from err
+    fresh_rng = _rng_state(device, batches)
     opt_cfg = c["optimizer"]
-    try:
-        optimizer = make_optimizer(opt_cfg["name"], model, lr, **(opt_cfg.get("kwargs") or {}))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"optimizer={opt_cfg['name']} (optimizer.kwargs.*): {err}") from err
+    members: list[_Member] = []
+    for mc, run_dir in zip(configs, run_dirs):
+        model = model0 if len(configs) == 1 else copy.deepcopy(model0)
+        try:
+            optimizer = make_optimizer(opt_cfg["name"], model, step_size(mc["alpha"]), **(opt_cfg.get("kwargs") or {}))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"optimizer={opt_cfg['name']} (optimizer.kwargs.*): {err}") from err
+        m = _Member(mc, run_dir, model, optimizer)
+        m.rng = fresh_rng
+        _resume(m)
+        members.append(m)
 
-    rows: list[dict[str, Any]] = []
-    status = "running"
-    wandb_id = None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"], device, batches)
-        rows = list(state["rows"])
-        wandb_id = state.get("wandb_id")
-        if state["status"] == "diverged" or state["epoch"] >= c["epochs"]:
-            status = state["status"] if state["status"] == "diverged" else "completed"
-            log.warning("run in %s already %s at epoch %d; nothing to do", run_dir, status, state["epoch"])
-        else:
-            log.info("resuming %s from epoch %d", run_dir, state["epoch"])
-
-    env = {
-        "commit": _git_commit(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "device": _device_name(device),
-    }
-    sink_csv = CSVSink(run_dir / "metrics.csv")
-    sink_wandb: WandbSink | None = None
+    env = {"commit": _git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda, "device": _device_name(device)}
     t_start = time.perf_counter()
 
-    def summary(error: str | None = None) -> dict[str, Any]:
-        return _summary_record(c, status, rows, run_dir, env, time.perf_counter() - t_start, sink_wandb, error)
+    def summary(m: _Member, error: str | None = None) -> dict[str, Any]:
+        out = _summary_record(m.c, m.status, m.rows, m.run_dir, env, time.perf_counter() - t_start, m.wandb, error)
+        if len(members) > 1:
+            out["batched"] = {"alphas": [x.c["alpha"] for x in members]}
+        return out
 
-    def checkpoint(epoch: int) -> None:
-        save_checkpoint(
-            ckpt_path,
-            _checkpoint_record(c, epoch, status, rows, model, optimizer, _rng_state(device, batches), sink_wandb),
-        )
+    def checkpoint(m: _Member, rng: Mapping[str, Any]) -> None:
+        save_checkpoint(m.run_dir / CHECKPOINT_NAME,
+                        _checkpoint_record(m.c, m.epoch, m.status, m.rows, m.model, m.optimizer, rng, m.wandb))
+
+    def publish(m: _Member) -> None:
+        """metrics.csv (written after the checkpoint), W&B, the log line."""
+        m.sink.write(m.rows)
+        if m.wandb is not None:
+            m.wandb.log(m.rows[-1])
+        _log_row(m.rows[-1], prefix="" if len(members) == 1 else f"alpha={_alpha_text(m.c['alpha'])}: ")
 
     try:
-        if c["logger"]["name"] == "wandb":
-            lg = c["logger"]
-            sink_wandb = WandbSink(
-                project=lg["project"],
-                entity=lg.get("entity"),
-                name=run_name(c),
+        if c["logger"]["name"] == "wandb":  # one member: a batched sweep is refused W&B in train()
+            m, lg = members[0], c["logger"]
+            m.wandb = WandbSink(
+                project=lg["project"], entity=lg.get("entity"), name=f"{c['dataset']['name']}-{run_name(m.c)}",
                 group=lg.get("group"),
-                tags=lg.get("tags") or (),
-                job_type=c["phase"],
-                config=c,
-                dir=run_dir,
-                mode=lg["mode"],
-                run_id=wandb_id,
+                tags=lg.get("tags") or (), job_type=c["phase"], config=m.c, dir=m.run_dir, mode=lg["mode"],
+                run_id=m.wandb_id,
             )
-        if status != "running":  # a resume of a finished run: report it again
-            atomic_write_json(run_dir / "summary.json", summary())
-            return summary()
+        fresh = [m for m in members if m.status == "running" and not m.rows]
+        if fresh:  # row 0: one measurement, since fresh members share the init
+            m0 = _measure(model0, data, None, eval_tf32)
+            for m in fresh:
+                m.rows.append(_row(0, m0, seconds=0.0, batch_loss=None))
+                if not (m0["finite"] and math.isfinite(m0["train_loss"])):
+                    m.status = "diverged"  # e.g. an init that overflowed: training it would be meaningless
+                    log.warning("the initial model has non-finite loss or weights; the run diverged before training")
+                    checkpoint(m, fresh_rng)
+                elif m.lr > torch.finfo(next(model0.parameters()).dtype).max:
+                    m.status = "diverged"  # the first update is infinite (torch even refuses to apply it)
+                    log.warning("step 10^-alpha = %g exceeds the weights' floating-point range; the run diverged", m.lr)
+                    checkpoint(m, fresh_rng)
+                publish(m)
+        for m in members:
+            atomic_write_json(m.run_dir / "summary.json", summary(m))
 
-        def publish(row: dict[str, Any]) -> None:
-            """metrics.csv (written after the checkpoint), W&B, the log line."""
-            sink_csv.write(rows)
-            if sink_wandb is not None:
-                sink_wandb.log(row)
-            _log_row(row)
-
-        if not rows:
-            m = _measure(model, data, None, eval_tf32)
-            rows.append(_row(0, m, seconds=0.0, batch_loss=None))
-            if not (m["finite"] and math.isfinite(m["train_loss"])):
-                status = "diverged"  # e.g. an init that overflowed: training it would be meaningless
-                log.warning("the initial model has non-finite loss or weights; the run diverged before training")
-                checkpoint(0)
-            elif lr > torch.finfo(next(model.parameters()).dtype).max:
-                status = "diverged"  # the first update is infinite (torch even refuses to apply it)
-                log.warning("step 10^-alpha = %g exceeds the weights' floating-point range; the run diverged", lr)
-                checkpoint(0)
-            publish(rows[-1])
-        atomic_write_json(run_dir / "summary.json", summary())
-
-        n = len(data.train_x)
-        steps = -(-n // c["batch_size"])
-        last_epoch = c["epochs"] if status == "running" else 0
-        for epoch in range(rows[-1]["epoch"] + 1, last_epoch + 1):
-            bar, on_step = _progress(steps, f"epoch {epoch}/{c['epochs']}")
-            _sync(device)
-            t0 = time.perf_counter()
-            try:
-                batch_loss = train_epoch(
-                    model, optimizer, data.train_x, data.train_y, c["batch_size"], batches, on_step=on_step,
-                    capture=c["speed"]["capture"],
-                )
-                _sync(device)
-            finally:
-                bar.close()
-            seconds = rows[-1]["seconds"] + (time.perf_counter() - t0)
-            m = _measure(model, data, batch_loss, eval_tf32)
-            diverged = not (m["finite"] and math.isfinite(m["batch_loss"]) and math.isfinite(m["train_loss"]))
-            row = _row(epoch, m, seconds=seconds, batch_loss=m["batch_loss"])
-            if diverged:
-                status = "diverged"
-                log.warning("epoch %d: non-finite loss or weights; the run diverged (alpha=%g)", epoch, alpha)
-            elif epoch == c["epochs"]:
-                status = "completed"
-            rows.append(row)
-            if status != "running" or epoch % c["checkpoint_every"] == 0:
-                checkpoint(epoch)
-            publish(row)
-            if status == "diverged":
-                break
-        out = summary()
-        atomic_write_json(run_dir / "summary.json", out)
-        if sink_wandb is not None:
-            sink_wandb.set_summary({"status": status, **{f"final/{k}": v for k, v in out["final"].items() if v is not None}})
+        # Members resumed at different epochs train in turn, each group from its own saved generators.
+        running = [m for m in members if m.status == "running"]
+        for level in sorted({m.epoch for m in running}):
+            _train_group([m for m in running if m.epoch == level], c, data, device, batches, eval_tf32,
+                         checkpoint, publish, lambda m: atomic_write_json(m.run_dir / "summary.json", summary(m)))
+        out = [summary(m) for m in members]
+        for m, record in zip(members, out):
+            atomic_write_json(m.run_dir / "summary.json", record)
+            if m.wandb is not None:
+                m.wandb.set_summary({"status": m.status,
+                                     **{f"final/{k}": v for k, v in record["final"].items() if v is not None}})
         return out
     except BaseException as err:
-        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        try:
-            atomic_write_json(run_dir / "summary.json", summary(error=f"{type(err).__name__}: {err}"))
-        except Exception:  # never hide the original error
-            log.exception("could not write summary.json")
+        for m in members:
+            if m.status == "running":
+                m.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+                try:
+                    atomic_write_json(m.run_dir / "summary.json", summary(m, error=f"{type(err).__name__}: {err}"))
+                except Exception:  # never hide the original error
+                    log.exception("could not write %s", m.run_dir / "summary.json")
         raise
     finally:
-        if sink_wandb is not None:
-            sink_wandb.finish(exit_code=0 if status in ("completed", "diverged") else 1)
+        for m in members:
+            if m.wandb is not None:
+                m.wandb.finish(exit_code=0 if m.status in ("completed", "diverged") else 1)
+
+
+def _resume(m: _Member) -> None:
+    """Load ``m``'s checkpoint when ``resume=true`` asks for it; say what happens either way."""
+    ckpt_path = m.run_dir / CHECKPOINT_NAME
+    if not m.c["resume"]:
+        if ckpt_path.is_file():
+            log.warning("%s already holds a run; starting afresh over it (resume=true would continue it)", m.run_dir)
+        return
+    if not ckpt_path.is_file():
+        log.warning("no checkpoint in %s; starting afresh", m.run_dir)
+        return
+    state = load_checkpoint(ckpt_path)
+    _check_resumable(state["config"], m.c, m.run_dir)
+    m.model.load_state_dict(state["model"])
+    m.optimizer.load_state_dict(state["optimizer"])
+    m.rng, m.rows, m.wandb_id = state["rng"], list(state["rows"]), state.get("wandb_id")
+    if state["status"] == "diverged" or state["epoch"] >= m.c["epochs"]:
+        m.status = state["status"] if state["status"] == "diverged" else "completed"
+        log.warning("run in %s already %s at epoch %d; nothing to do", m.run_dir, m.status, state["epoch"])
+    else:
+        log.info("resuming %s from epoch %d", m.run_dir, state["epoch"])
+
+
+def _train_group(group: list[_Member], c, data, device, batches, eval_tf32, checkpoint, publish, finished) -> None:
+    """Train members at the same epoch together until each completes or diverges."""
+    _set_rng_state(group[0].rng, device, batches)
+    steps = -(-len(data.train_x) // c["batch_size"])
+    for epoch in range(group[0].epoch + 1, c["epochs"] + 1):
+        desc = f"epoch {epoch}/{c['epochs']}" + ("" if len(group) == 1 else f" ({len(group)} runs)")
+        bar, on_step = _progress(steps, desc)
+        _sync(device)
+        t0 = time.perf_counter()
+        try:
+            batch_losses = train_epoch(
+                [(m.model, m.optimizer) for m in group], data.train_x, data.train_y, c["batch_size"], batches,
+                on_step=None if on_step is None else lambda s, total: on_step(s, total.nanmean()),
+                capture=c["speed"]["capture"],
+            )
+            _sync(device)
+        finally:
+            bar.close()
+        share = (time.perf_counter() - t0) / len(group)  # each member's share of the epoch's time
+        rng = _rng_state(device, batches)
+        for m, batch_loss in zip(group, batch_losses):
+            meas = _measure(m.model, data, batch_loss, eval_tf32)
+            m.rows.append(_row(epoch, meas, seconds=m.rows[-1]["seconds"] + share, batch_loss=meas["batch_loss"]))
+            if not (meas["finite"] and math.isfinite(meas["batch_loss"]) and math.isfinite(meas["train_loss"])):
+                m.status = "diverged"
+                log.warning("epoch %d: non-finite loss or weights; the run diverged (alpha=%g)", epoch, m.c["alpha"])
+            elif epoch == c["epochs"]:
+                m.status = "completed"
+            if m.status != "running" or epoch % c["checkpoint_every"] == 0:
+                checkpoint(m, rng)
+            publish(m)
+            if m.status != "running":
+                finished(m)
+        group = [m for m in group if m.status == "running"]  # diverged members stop costing anything
+        if not group:
+            return
 
 
 def _summary_record(
@@ -593,22 +666,7 @@ def _row(epoch: int, m: Mapping[str, Any], *, seconds: float, batch_loss: float 
 
 
 # ----------------------------------------------------------------------------------------------------
-# Many runs in one process: sweep.batched=true (pathsgd.batched)
-
-
-def _alpha_text(alpha: float) -> str:
-    """An alpha as run directory names print it: ``3`` for an integer alpha, else the float (``0.5``)."""
-    alpha = float(alpha)
-    return str(int(alpha)) if alpha.is_integer() else str(alpha)
-
-
-def batched_run_dirs(c: Mapping[str, Any], alphas: list[float], parent: str | Path) -> list[Path]:
-    """``<parent>/<optimizer>-<init>-a<alpha>-d<dropout>-s<seed>`` per alpha: the directory names of separate
-    runs (Hydra's ``run.dir`` and the figure pipeline's sweep layout)."""
-    return [
-        Path(parent) / f"{c['optimizer']['name']}-{c['init']['name']}-a{_alpha_text(a)}-d{float(c['model']['dropout'])}-s{c['seed']}"
-        for a in alphas
-    ]
+# Many runs in one process: sweep.batched=true
 
 
 def _sweep_alphas(c: Mapping[str, Any], alphas: Any = None) -> list[float]:
@@ -629,264 +687,6 @@ def _sweep_alphas(c: Mapping[str, Any], alphas: Any = None) -> list[float]:
     if len(set(out)) != len(out):
         raise ConfigError(f"{key}={list(alphas)!r} repeats an alpha: each alpha is one run directory")
     return out
-
-
-def _measure_stacked(stack, data, batch_loss: torch.Tensor | None, tf32: bool = False) -> list[dict[str, Any]]:
-    """:func:`_measure` for every member of a :class:`pathsgd.batched.StackedMLP`, in one host sync."""
-    from pathsgd import batched as B
-
-    with tf32_matmuls(tf32, data.train_x.device):  # speed.tf32 or speed.eval_tf32
-        train_loss, train_error = B.evaluate(stack, data.train_x, data.train_y)
-        test_loss, test_error = B.evaluate(stack, data.test_x, data.test_y)
-        nan = torch.full_like(train_loss, math.nan)
-        val_loss, val_error = (nan, nan) if data.val_x is None else B.evaluate(stack, data.val_x, data.val_y)
-    norm = B.stacked_path_norm(stack, p=2.0).to(train_loss.device)
-    finite = B.all_finite(stack).to(train_loss.device, torch.float64)
-    batch_loss = nan if batch_loss is None else batch_loss.double()
-    columns = torch.stack([train_loss, train_error, val_loss, val_error, test_loss, test_error, norm, batch_loss, finite], 1)
-    keys = ("train_loss", "train_error", "val_loss", "val_error", "test_loss", "test_error", "path_norm", "batch_loss", "finite")
-    out = [dict(zip(keys, values)) for values in columns.tolist()]
-    if data.val_x is None:
-        for m in out:
-            m["val_loss"] = m["val_error"] = None
-    return out
-
-
-def _same_rng(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return all(
-        (x is None and y is None) or (x is not None and y is not None and torch.equal(x, y))
-        for x, y in ((a["torch"], b["torch"]), (a["cuda"], b["cuda"]), (a["batches"], b["batches"]))
-    )
-
-
-class _Member:
-    """One alpha of a batched sweep: its config, directory, record, and its single-run model and optimizer
-    (what its checkpoint holds; the stacked tensors are copied into them before each checkpoint)."""
-
-    def __init__(self, c: dict[str, Any], run_dir: Path) -> None:
-        self.c, self.run_dir = c, run_dir
-        self.lr = step_size(c["alpha"])
-        self.rows: list[dict[str, Any]] = []
-        self.status = "running"
-        self.rng: dict[str, Any] | None = None
-        self.sink = CSVSink(run_dir / "metrics.csv")
-        self.model: torch.nn.Module | None = None
-        self.optimizer: torch.optim.Optimizer | None = None
-
-    @property
-    def epoch(self) -> int:
-        return self.rows[-1]["epoch"]
-
-
-def train_batched(
-    cfg: DictConfig | Mapping[str, Any], alphas: list[float] | None = None, run_dirs: list[str | Path] | None = None
-) -> list[dict[str, Any]]:
-    """Train one configuration at several alphas in one process, the members' weights stacked.
-
-    ``alphas`` default to ``sweep.alphas``; ``run_dirs`` (one per alpha) to :func:`batched_run_dirs` in
-    ``sweep.dir``, else beside Hydra's run directory. Each directory receives what a separate run of that
-    alpha writes (metrics.csv, summary.json with that alpha and config, checkpoint.pt that a separate
-    ``resume=true`` run accepts), with the same metrics up to float32 rounding: the members share the init,
-    the batch order and the dropout masks, as separate runs with one seed do. ``seconds`` is the member's
-    share of the batch's training time (an epoch's time over the members trained in it). A member whose loss
-    or weights turn non-finite is recorded ``diverged`` and dropped from the stack; the others go on.
-    ``resume=true`` continues every member from its checkpoint (members at different epochs are brought level
-    first); finished members are reported again. Supports logger=csv, the options of
-    :data:`pathsgd.batched.OPTIMIZER_OPTIONS` and ``speed.tf32``; ``speed.capture`` must be none (the stacked
-    step is eager). Returns the summaries, in the order of ``alphas``.
-    """
-    c = _as_dict(cfg)
-    validate_config(c)
-    _resolve_speed(c)
-    with tf32_matmuls(c["speed"]["tf32"], resolve_device(c["device"])):
-        return _train_batched(c, alphas, run_dirs)
-
-
-def _train_batched(c: dict[str, Any], alphas: list[float] | None, run_dirs: list[str | Path] | None) -> list[dict[str, Any]]:
-    """:func:`train_batched`, ``c`` validated."""
-    from pathsgd import batched as B
-
-    eval_tf32 = c["speed"]["tf32"] or c["speed"]["eval_tf32"]
-    alphas = _sweep_alphas(c, alphas)
-    if run_dirs is None:
-        parent = (c.get("sweep") or {}).get("dir") or _default_run_dir().parent
-        run_dirs = batched_run_dirs(c, alphas, parent)
-    run_dirs = [Path(d) for d in run_dirs]
-    if len(run_dirs) != len(alphas) or len({d.resolve() for d in run_dirs}) != len(run_dirs):
-        raise ValueError(f"train_batched needs one distinct run directory per alpha: {len(alphas)} alphas, {run_dirs}")
-    if c["logger"]["name"] != "csv":
-        raise ConfigError(
-            f"logger={c['logger']['name']} with sweep.batched=true: a batched sweep writes CSV records only; "
-            "use logger=csv, or separate runs (sweep.batched=false) for W&B"
-        )
-    # The stacked step (pathsgd/batched.py) is autograd on [K, out, in] weights, not the fast step that
-    # pathsgd/fast.py captures; capturing it would be new, unmeasured code, so a batched sweep stays eager.
-    if c["speed"]["capture"] is not None:
-        raise ConfigError(
-            f"speed.capture={c['speed']['capture']} with sweep.batched=true: a batched sweep's step is eager; "
-            "use speed.capture=none, or separate runs (sweep.batched=false) to capture the step"
-        )
-    opt_cfg = c["optimizer"]
-    kwargs = dict(opt_cfg.get("kwargs") or {})
-    unsupported = sorted(set(kwargs) - set(B.OPTIMIZER_OPTIONS[opt_cfg["name"]]))
-    if unsupported:
-        raise ConfigError(
-            f"optimizer={opt_cfg['name']} (optimizer.kwargs.*): {unsupported} not supported with sweep.batched=true; "
-            f"supported: {sorted(B.OPTIMIZER_OPTIONS[opt_cfg['name']])}"
-        )
-    c["data"]["validation"] = _validation_size(c)
-    c["data"]["root"] = str(Path(c["data"]["root"]).expanduser())
-    device = resolve_device(c["device"])
-    seed = c["seed"]
-    data = _load_data(c, device)
-
-    members = []
-    for alpha, run_dir in zip(alphas, run_dirs):
-        mc = copy.deepcopy(c)
-        mc["alpha"] = alpha
-        members.append(_Member(mc, run_dir))
-
-    # The global generator (dropout) and the batch order as a separate run seeds them; building the model
-    # consumes the global generator as there (nn.Linear's own init), so the dropout masks line up.
-    torch.manual_seed(_derive_seed(seed, "dropout"))
-    batches = torch.Generator(device=device).manual_seed(_derive_seed(seed, "batches"))
-    try:
-        model0 = _build_model(c, data.in_features, data.num_classes, seed).to(device)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"init={c['init']['name']} (init.*): {err}") from err
-    fresh_rng = _rng_state(device, batches)
-
-    for m in members:
-        state = None
-        ckpt_path = m.run_dir / CHECKPOINT_NAME
-        if c["resume"] and ckpt_path.is_file():
-            state = load_checkpoint(ckpt_path)
-            _check_resumable(state["config"], m.c, m.run_dir)
-        elif c["resume"]:
-            log.warning("no checkpoint in %s; starting afresh", m.run_dir)
-        elif ckpt_path.is_file():
-            log.warning("%s already holds a run; starting afresh over it (resume=true would continue it)", m.run_dir)
-        m.model = copy.deepcopy(model0)
-        try:
-            m.optimizer = make_optimizer(opt_cfg["name"], m.model, m.lr, **kwargs)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"optimizer={opt_cfg['name']} (optimizer.kwargs.*): {err}") from err
-        m.rng = fresh_rng
-        if state is not None:
-            m.model.load_state_dict(state["model"])
-            m.optimizer.load_state_dict(state["optimizer"])
-            m.rng, m.rows = state["rng"], list(state["rows"])
-            if state["status"] == "diverged" or state["epoch"] >= c["epochs"]:
-                m.status = state["status"] if state["status"] == "diverged" else "completed"
-                log.warning("run in %s already %s at epoch %d; nothing to do", m.run_dir, m.status, state["epoch"])
-            else:
-                log.info("resuming %s from epoch %d", m.run_dir, state["epoch"])
-        m.run_dir.mkdir(parents=True, exist_ok=True)
-
-    env = {"commit": _git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda, "device": _device_name(device)}
-    t_start = time.perf_counter()
-
-    def summary(m: _Member, error: str | None = None) -> dict[str, Any]:
-        out = _summary_record(m.c, m.status, m.rows, m.run_dir, env, time.perf_counter() - t_start, None, error)
-        out["batched"] = {"alphas": alphas}
-        return out
-
-    def checkpoint(m: _Member, rng: Mapping[str, Any]) -> None:
-        save_checkpoint(
-            m.run_dir / CHECKPOINT_NAME, _checkpoint_record(m.c, m.epoch, m.status, m.rows, m.model, m.optimizer, rng, None)
-        )
-
-    def publish(m: _Member) -> None:
-        m.sink.write(m.rows)
-        _log_row(m.rows[-1], prefix=f"alpha={_alpha_text(m.c['alpha'])}: ")
-
-    try:
-        # Row 0 of the fresh members: one measurement, since they share the init.
-        fresh = [m for m in members if m.status == "running" and not m.rows]
-        if fresh:
-            m0 = _measure(model0, data, None, eval_tf32)
-            for m in fresh:
-                m.rows.append(_row(0, m0, seconds=0.0, batch_loss=None))
-                if not (m0["finite"] and math.isfinite(m0["train_loss"])):
-                    m.status = "diverged"
-                    log.warning("the initial model has non-finite loss or weights; the run diverged before training")
-                    checkpoint(m, fresh_rng)
-                elif m.lr > torch.finfo(next(model0.parameters()).dtype).max:
-                    m.status = "diverged"
-                    log.warning("step 10^-alpha = %g exceeds the weights' floating-point range; the run diverged", m.lr)
-                    checkpoint(m, fresh_rng)
-                publish(m)
-        for m in members:
-            atomic_write_json(m.run_dir / "summary.json", summary(m))
-
-        # Members resumed at different epochs: the earliest are trained alone until the next ones join them.
-        pending = [(m.epoch, m) for m in members if m.status == "running"]
-        levels = sorted({e for e, _ in pending})
-        active: list[_Member] = []
-        n = len(data.train_x)
-        steps = -(-n // c["batch_size"])
-        for i, level in enumerate(levels):
-            joining = [m for e, m in pending if e == level]
-            if not active:
-                _set_rng_state(joining[0].rng, device, batches)
-            elif not _same_rng(_rng_state(device, batches), joining[0].rng):
-                log.warning("the runs resumed at epoch %d were saved with other generator states than the batch reaches", level)
-            active += joining
-            stack = B.StackedMLP.from_models([m.model for m in active])
-            optimizer = B.StackedOptimizer.from_optimizers(opt_cfg["name"], stack, [m.optimizer for m in active], **kwargs)
-            until = levels[i + 1] if i + 1 < len(levels) else c["epochs"]
-            for epoch in range(level + 1, until + 1):
-                bar, on_step = _progress(steps, f"epoch {epoch}/{c['epochs']} ({len(active)} runs)")
-                _sync(device)
-                t0 = time.perf_counter()
-                try:
-                    batch_loss = B.train_epoch(
-                        stack, optimizer, data.train_x, data.train_y, c["batch_size"], batches,
-                        on_step=None if on_step is None else lambda s, total: on_step(s, total.nanmean()),
-                    )
-                    _sync(device)
-                finally:
-                    bar.close()
-                share = (time.perf_counter() - t0) / len(active)
-                rng = _rng_state(device, batches)
-                for k, (m, meas) in enumerate(zip(active, _measure_stacked(stack, data, batch_loss, eval_tf32))):
-                    diverged = not (meas["finite"] and math.isfinite(meas["batch_loss"]) and math.isfinite(meas["train_loss"]))
-                    m.rows.append(_row(epoch, meas, seconds=m.rows[-1]["seconds"] + share, batch_loss=meas["batch_loss"]))
-                    if diverged:
-                        m.status = "diverged"
-                        log.warning("epoch %d: non-finite loss or weights; the run diverged (alpha=%g)", epoch, m.c["alpha"])
-                    elif epoch == c["epochs"]:
-                        m.status = "completed"
-                    if m.status != "running" or epoch % c["checkpoint_every"] == 0:
-                        stack.member(k, into=m.model)
-                        optimizer.export_to(k, m.optimizer)
-                        checkpoint(m, rng)
-                    publish(m)
-                    if m.status != "running":
-                        atomic_write_json(m.run_dir / "summary.json", summary(m))
-                keep = [k for k, m in enumerate(active) if m.status == "running"]
-                if len(keep) < len(active):  # diverged members stop costing anything
-                    active = [active[k] for k in keep]
-                    if not active:
-                        break
-                    stack.select_(keep)
-                    optimizer.select_(keep)
-            for k, m in enumerate(active):  # back into the single-run objects, for the members joining next
-                stack.member(k, into=m.model)
-                optimizer.export_to(k, m.optimizer)
-        out = [summary(m) for m in members]
-        for m, s in zip(members, out):
-            atomic_write_json(m.run_dir / "summary.json", s)
-        return out
-    except BaseException as err:
-        for m in members:
-            if m.status == "running":
-                m.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-                try:
-                    atomic_write_json(m.run_dir / "summary.json", summary(m, error=f"{type(err).__name__}: {err}"))
-                except Exception:  # never hide the original error
-                    log.exception("could not write %s", m.run_dir / "summary.json")
-        raise
 
 
 # ----------------------------------------------------------------------------------------------------

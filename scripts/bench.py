@@ -1,15 +1,15 @@
-"""Benchmark: seconds per MNIST epoch of SGD and Path-SGD, against the device's floor (issue 5).
+"""Benchmark: seconds per MNIST epoch of SGD and Path-SGD, against a bare torch loop and the device's floor.
 
 One process measures, on a 784-W-W-10 ReLU net with mini-batches of 100 and synthetic data:
 
 * the authors'-style loop: ``nn.Sequential``, ``torch.optim.SGD``, a DataLoader over host memory,
   ``.to(device)`` and ``loss.item()`` every step; for Path-SGD, gamma by autograd on the |w|^2 twin
   each step and the gradients divided by it before ``optimizer.step()`` (the naive baseline);
-* the runner's step as the runner runs it (``train_epoch`` by default: :class:`pathsgd.fast.FastStep`,
-  forward, backward and update written out for the MLP, eager, or with ``--capture graph|compile`` a CUDA
-  graph or ``torch.compile`` of the step): the ``sgd_*`` and ``pathsgd_*`` keys;
-* the runner's reference step (``train_epoch(..., fast=False)``: autograd, then ``optimizer.step()`` of
-  ``make_optimizer("sgd")`` / ``make_optimizer("pathsgd")``): the ``reference_*`` keys;
+* a bare torch loop: ``nn.Sequential``, ``torch.optim.SGD``, the same on-device batches as the runner's,
+  no evaluation or bookkeeping: the ``bare_sgd`` key, what the runner's SGD is measured against;
+* the runner's loop (``pathsgd.engine.train_epoch``: autograd, then ``optimizer.step()`` of
+  ``torch.optim.SGD`` / :class:`pathsgd.PathSGD`; with ``--capture graph|compile`` a CUDA graph of the step
+  or ``torch.compile`` of the forward): the ``sgd`` and ``pathsgd`` keys;
 * the runner's loop with Path-SGD done naively: the float64 outer-product gamma of every layer
   (``pathsgd.path_scales``) and ``w -= lr * g / gamma``;
 * on CUDA, the runner's Path-SGD step once more with gamma's chains in plain torch
@@ -25,7 +25,7 @@ Runs with torch alone::
 
     python scripts/bench.py                      # cuda if available (width 4000), else cpu (width 1024)
     python scripts/bench.py --device cpu --json results/bench/cpu.json
-    python scripts/bench.py --device cuda --capture graph   # the fast step captured in a CUDA graph
+    python scripts/bench.py --device cuda --capture graph   # the runner's step captured in a CUDA graph
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from pathsgd import MLP, balanced_init_, kernels, path_scales  # noqa: E402
 from pathsgd.engine import evaluate, make_optimizer, resolve_device, tf32_matmuls, train_epoch  # noqa: E402
 
 IN_FEATURES, NUM_CLASSES, N_TRAIN = 784, 10, 60000
-DEFAULT_WIDTH = {"cuda": 4000, "cpu": 1024}  # the paper's net on a GPU; the issue's CPU target 784-1024-1024-10
+DEFAULT_WIDTH = {"cuda": 4000, "cpu": 1024}  # the paper's net on a GPU; 784-1024-1024-10 on a CPU
 DEFAULT_MATMUL = {"cuda": 4096, "cpu": 2048}  # ceiling matmul n (n x n @ n x n); < 1 s on either
 DEFAULT_COPY_MIB = {"cuda": 1024, "cpu": 256}  # ceiling copy size, well beyond any cache
 LR = 1e-3  # small enough that neither optimizer diverges within a benchmark on balanced init
@@ -65,24 +65,20 @@ LR = 1e-3  # small enough that neither optimizer diverges within a benchmark on 
 MEASUREMENTS = (  # JSON key prefix, label in the table
     ("official_sgd", "authors' loop, SGD"),
     ("official_pathsgd", "authors' loop, Path-SGD (autograd twin)"),
-    ("sgd", "runner, SGD (its default: the fast step)"),
-    ("pathsgd", "runner, Path-SGD (its default: the fast step)"),
-    ("reference_sgd", "runner, SGD, reference step (autograd + optimizer.step)"),
-    ("reference_pathsgd", "runner, Path-SGD, reference step"),
+    ("bare_sgd", "bare torch loop, SGD (nn.Sequential, torch.optim.SGD, on-device batches)"),
+    ("sgd", "runner, SGD (torch.optim.SGD)"),
+    ("pathsgd", "runner, Path-SGD (pathsgd.PathSGD)"),
     ("naive_pathsgd", "runner, naive Path-SGD (float64 outer gamma)"),
     ("pathsgd_torch_chains", "runner, Path-SGD, gamma's chains in plain torch (no fused kernel; CUDA only)"),
 )
-# The issue's targets read the runner's default step ("sgd", "pathsgd").
 RATIOS = (  # name, numerator, denominator
     ("pathsgd/sgd", "pathsgd", "sgd"),
+    ("sgd/bare_sgd", "sgd", "bare_sgd"),
     ("official_pathsgd/pathsgd", "official_pathsgd", "pathsgd"),
     ("official_sgd/sgd", "official_sgd", "sgd"),
     ("pathsgd/floor", "pathsgd", "floor"),
     ("sgd/floor", "sgd", "floor"),
     ("naive_pathsgd/sgd", "naive_pathsgd", "sgd"),
-    ("reference_pathsgd/reference_sgd", "reference_pathsgd", "reference_sgd"),
-    ("reference_pathsgd/pathsgd", "reference_pathsgd", "pathsgd"),
-    ("reference_sgd/sgd", "reference_sgd", "sgd"),
     ("pathsgd_torch_chains/pathsgd", "pathsgd_torch_chains", "pathsgd"),  # what the fused kernel saves
     ("eval/pathsgd", "eval", "pathsgd"),  # the per-epoch evaluation (train + test sets) against a training epoch
     ("eval_tf32/pathsgd", "eval_tf32", "pathsgd"),  # the same evaluation with TF32 matmuls (CUDA only)
@@ -204,14 +200,35 @@ class NaivePathSGD(torch.optim.Optimizer):
                 w.sub_((lr * w.grad.double() / scales[name]).to(w.dtype))
 
 
-class RunnerLoop:
-    """``pathsgd.engine.train_epoch`` over the first ``steps * batch`` rows of data on the device, with the
-    reference step (``fast=False``) or the fast one (``fast=True``, captured as ``capture`` says)."""
+class BareLoop:
+    """The least a torch user writes: ``nn.Sequential``, ``torch.optim.SGD``, slices of an on-device permutation."""
 
-    def __init__(self, x_dev, y_dev, width, depth, batch, device, optimizer: str, *, fast: bool = False,
+    def __init__(self, x_dev, y_dev, width, depth, batch, device):
+        self.x, self.y, self.batch = x_dev, y_dev, batch
+        self.net = sequential_net(width, depth)
+        balanced_init_(self.net, torch.Generator().manual_seed(0))
+        self.net.to(device)
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=LR)
+        self.generator = torch.Generator(device=device).manual_seed(0)
+
+    def run(self, steps: int):
+        perm = torch.randperm(steps * self.batch, generator=self.generator, device=self.x.device)
+        for start in range(0, len(perm), self.batch):
+            idx = perm[start : start + self.batch]
+            loss = F.cross_entropy(self.net(self.x[idx]), self.y[idx])
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+
+
+class RunnerLoop:
+    """``pathsgd.engine.train_epoch`` over the first ``steps * batch`` rows of data on the device (the runner's
+    step, captured as ``capture`` says)."""
+
+    def __init__(self, x_dev, y_dev, width, depth, batch, device, optimizer: str, *,
                  capture: str | None = None, fused_chains: bool = True):
         self.x, self.y, self.batch = x_dev, y_dev, batch
-        self.fast, self.capture, self.fused_chains = fast, capture, fused_chains
+        self.capture, self.fused_chains = capture, fused_chains
         self.model = MLP(IN_FEATURES, NUM_CLASSES, hidden=(width,) * depth)
         balanced_init_(self.model, torch.Generator().manual_seed(0))
         self.model.to(device)
@@ -227,8 +244,8 @@ class RunnerLoop:
         if not self.fused_chains:  # read at each chain (and at capture): the torch path for this loop only
             os.environ["PATHSGD_FUSED_CHAINS"] = "0"
         try:
-            return train_epoch(self.model, self.optimizer, self.x[:n], self.y[:n], self.batch, self.generator,
-                               fast=self.fast, capture=self.capture)
+            return train_epoch([(self.model, self.optimizer)], self.x[:n], self.y[:n], self.batch, self.generator,
+                               capture=self.capture)
         finally:
             if saved is None:
                 os.environ.pop("PATHSGD_FUSED_CHAINS", None)
@@ -317,7 +334,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA (off by default)")
     ap.add_argument("--capture", choices=("none", "graph", "compile"), default="none",
-                    help="the fast step: eager (none), a CUDA graph (graph; CUDA only) or torch.compile")
+                    help="the runner's step: eager (none), a CUDA graph (graph; CUDA only) or a compiled forward")
     ap.add_argument("--matmul-size", type=int, default=None, help="n of the ceiling matmul (default 4096 cuda, 2048 cpu)")
     ap.add_argument("--copy-mib", type=int, default=None, help="MiB of the ceiling copy (default 1024 cuda, 256 cpu)")
     ap.add_argument("--json", type=Path, default=None, help="write the record here")
@@ -434,7 +451,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)
         torch.backends.cudnn.allow_tf32 = bool(args.tf32)
     if args.capture == "graph" and kind != "cuda":
-        print("warning: --capture graph needs CUDA; the fast step runs eagerly on the CPU", file=sys.stderr)
+        print("warning: --capture graph needs CUDA; the step runs eagerly on the CPU", file=sys.stderr)
     capture = None if args.capture == "none" or (args.capture == "graph" and kind != "cuda") else args.capture
     torch.manual_seed(0)
 
@@ -446,19 +463,16 @@ def main(argv: list[str] | None = None) -> dict:
     loops = {
         "official_sgd": lambda: OfficialLoop(x_host, y_host, width, args.depth, args.batch, device, False),
         "official_pathsgd": lambda: OfficialLoop(x_host, y_host, width, args.depth, args.batch, device, True),
-        "sgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "sgd", fast=True,
-                                  capture=capture),
-        "pathsgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "pathsgd", fast=True,
+        "bare_sgd": lambda: BareLoop(x_dev, y_dev, width, args.depth, args.batch, device),
+        "sgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "sgd", capture=capture),
+        "pathsgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "pathsgd",
                                       capture=capture),
-        "reference_sgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "sgd"),
-        "reference_pathsgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "pathsgd"),
         "naive_pathsgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "naive_pathsgd"),
         "pathsgd_torch_chains": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "pathsgd",
-                                                   fast=True, capture=capture, fused_chains=False),
+                                                   capture=capture, fused_chains=False),
     }
     fused_chains = kernels.fused_available(x_dev[:2, :2], 2.0)  # would the runner's Path-SGD use the kernel?
-    if not fused_chains or capture == "compile":
-        # The same loop as "pathsgd" then (compiled steps write the chains as reductions, never the kernel).
+    if not fused_chains:  # the same loop as "pathsgd" then
         del loops["pathsgd_torch_chains"]
     # All loops are built and warmed up first, then timed in turns (one repeat of each per round), so a
     # change in the load of a shared machine affects every loop alike and the ratios stay meaningful.
@@ -472,11 +486,11 @@ def main(argv: list[str] | None = None) -> dict:
             times[key].append(median_time(lambda loop=loop: loop.run(args.steps), device, 1, warmup=0))
     s_per_step: dict[str, float | None] = {key: statistics.median(t) / args.steps for key, t in times.items()}
     s_per_step.setdefault("pathsgd_torch_chains", None)
-    # Recorded as used: not when compiled (reductions), nor after a failed launch (torch fallback, warned).
-    fused_chains = fused_chains and capture != "compile" and not kernels._failed
+    # Recorded as used: not after a failed launch (torch fallback, warned).
+    fused_chains = fused_chains and not kernels._failed
     finite: dict[str, bool] = {}
     for key, loop in built.items():
-        model = loop.net if isinstance(loop, OfficialLoop) else loop.model
+        model = loop.net if isinstance(loop, (OfficialLoop, BareLoop)) else loop.model
         finite[key] = all(bool(torch.isfinite(w).all()) for w in model.parameters())
         if not finite[key]:
             print(f"warning: {key} produced non-finite weights; its time may not be representative", file=sys.stderr)
@@ -565,7 +579,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"784-{'-'.join([str(width)] * args.depth)}-10, batch {args.batch}, "
         f"{args.epoch_steps} steps/epoch, median of {args.repeats} x {args.steps} steps"
         + (f", tf32={'on' if args.tf32 else 'off'}" if kind == "cuda" else "")
-        + f", fast step {capture or 'eager'}"
+        + f", step {capture or 'eager'}"
         + f", gamma's chains {'fused (Triton)' if fused_chains else 'torch'}"
     )
     print(header)

@@ -21,8 +21,7 @@ REQUIRED = (
     "official_pathsgd_s_per_epoch",
     "naive_pathsgd_s_per_epoch",
     "floor_s_per_epoch",
-    "reference_sgd_s_per_epoch",
-    "reference_pathsgd_s_per_epoch",
+    "bare_sgd_s_per_epoch",
     "eval_s_per_epoch",
     "projected_fig2_hours",
 )

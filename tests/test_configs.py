@@ -75,10 +75,10 @@ def test_step_size_is_ten_to_minus_alpha():
 def test_run_dir_is_deterministic_from_the_config():
     cfg = make_cfg("dataset=cifar10", "optimizer=sgd", "init=unbalanced", "alpha=3", "model.dropout=0.5", "seed=7", hydra_node=True)
     run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"]
-    assert run_dir == "outputs/runs/cifar10/sgd-unbalanced-a3-d0.5-s7"
+    name = run_name(_as_dict(cfg))
+    assert name.startswith("sgd-unbalanced-a3-d0.5-s7-") and run_dir == f"outputs/runs/cifar10/{name}"
     sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=True)
-    assert sweep["subdir"] == "cifar10/sgd-unbalanced-a3-d0.5-s7"
-    assert run_name(_as_dict(cfg)) == "cifar10-sgd-unbalanced-a3-d0.5-s7"
+    assert sweep["subdir"] == f"cifar10/{name}"
 
 
 def test_data_root_and_wandb_mode_follow_the_environment(monkeypatch):

@@ -144,7 +144,20 @@ def test_final_plan_groups_by_alpha_and_skips_all_diverged_cells(tmp_path):
     assert {(c["dataset"], c["optimizer"], c["init"]) for c in skipped} == {
         ("d2", "pathsgd", "balanced"), ("d2", "pathsgd", "unbalanced")
     }
-    assert final[0].runs()[0].leaf() == "sgd-balanced-a1-d0.0-s0"
+    run = final[0].runs()[0]
+    assert run.path(exp).parent == tmp_path / "raw" / "t" / "final" / "d1"
+    assert run.path(exp).name.startswith("sgd-balanced-a1-d0.0-s0-")
+
+
+def test_a_changed_study_gets_new_run_directories(tmp_path):
+    """Width, batch size or any other result-defining override changes every run's directory (no stale reuse);
+    a longer final phase keeps it (a finished run is extended with resume=true)."""
+    run = rp.plan_sweep(small_exp(tmp_path))[0].runs()[0]
+    before = run.path(small_exp(tmp_path))
+    for change in ({"overrides": ["model.hidden=[8,8]"]}, {"overrides": ["batch_size=50"]},
+                   {"sweep": {"alphas": [-6, 1, 2], "epochs": 2, "overrides": ["data.validation=50"]}}):
+        assert run.path(small_exp(tmp_path, **change)) != before, change
+    assert run.path(small_exp(tmp_path, sweep={"alphas": [-6, 1, 2], "epochs": 9})) == before
 
 
 def fake_run(path: Path, errors, status="completed", hidden=(16, 16), epochs=None):

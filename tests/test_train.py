@@ -393,8 +393,8 @@ def test_cli_default_run_dir_is_deterministic_and_resumable(tmp_path):
     """``python -m pathsgd.train`` in a subprocess: exit 0, the run directory named from the config, resume."""
     proc = run_cli(*TINY, "epochs=1", "alpha=1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    run_dir = tmp_path / "outputs/runs/synthetic/pathsgd-balanced-a1-d0.0-s0"
-    assert read_summary(run_dir)["status"] == "completed"
+    (run_dir,) = (tmp_path / "outputs/runs/synthetic").glob("pathsgd-balanced-a1-d0.0-s0-*")
+    assert run_dir.name == train_mod.run_name(make_cfg("alpha=1")) and read_summary(run_dir)["status"] == "completed"
     proc = run_cli(*TINY, "epochs=2", "alpha=1", "resume=true", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert [r["epoch"] for r in read_metrics_csv(run_dir / "metrics.csv")] == [0, 1, 2]
