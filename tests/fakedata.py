@@ -1,21 +1,27 @@
 """Small fixture files in each dataset's real on-disk format and torchvision's layout.
 
 ``write_fake_dataset(name, root)`` writes what ``pathsgd.data.load_splits(name, root, download=False)``
-reads, so tests go through torchvision's own parsers. Pixels are random with a class-dependent mean
+reads, in the real formats. Pixels are random with a class-dependent mean
 brightness, so labels carry a little signal. ``fake_pixels`` regenerates the exact pixels and labels
 written, in the loader's ``[N, D]`` layout (CHW for colour images), for round-trip checks.
+
+Fixtures cannot have the original files' MD5s or MNIST's 60000/10000 records, so writing one sets
+``PATHSGD_SKIP_CHECKSUMS=1`` in this process (pathsgd.data's escape for fixtures); the other checks and
+the restricted unpickler still apply. Tests of the checksums themselves unset it (``monkeypatch``).
 """
 
 from __future__ import annotations
 
+import builtins
 import gzip as gzip_module
+import os
 import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FAKE_NAMES", "fake_pixels", "write_fake_dataset"]
+__all__ = ["FAKE_NAMES", "PickledCall", "evil_object", "fake_pixels", "write_fake_dataset"]
 
 FAKE_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
 
@@ -116,6 +122,7 @@ def write_fake_dataset(
     ``gzip`` applies to MNIST and Fashion-MNIST only (IDX files as ``.gz`` or uncompressed).
     """
     root = Path(root)
+    os.environ["PATHSGD_SKIP_CHECKSUMS"] = "1"
     if name in ("mnist", "fashion_mnist"):
         return _write_mnist(name, root, n_train, n_test, seed, gzip)
     if name in ("cifar10", "cifar100"):
@@ -123,3 +130,22 @@ def write_fake_dataset(
     if name == "svhn":
         return _write_svhn(root, n_train, n_test, seed)
     raise ValueError(f"unknown fake dataset {name!r}; expected one of {', '.join(FAKE_NAMES)}")
+
+
+class PickledCall:
+    """Pickles as the call ``func(*args)``, which plain ``pickle.load`` makes while loading."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def evil_object(target: str, marker) -> PickledCall:
+    """An object whose unpickling creates the file ``marker``, through ``target``: "posix.system"
+    (``os.system``) or "__builtin__.exec" (``builtins.exec``, named so by pickle protocol 2)."""
+    if target == "posix.system":
+        return PickledCall(os.system, f"touch {marker}")
+    assert target == "__builtin__.exec", target
+    return PickledCall(builtins.exec, f"open({str(marker)!r}, 'w').close()")
