@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pathsgd import MLP, kernels
-from pathsgd.geometry import mlp_path_sums, mlp_scale_factors, pow_matvecs
+from pathsgd import kernels
+from pathsgd.geometry import pow_matvecs
 
 ROOT = Path(__file__).resolve().parents[1]
 triton_missing = pytest.mark.skipif(kernels.triton is None, reason="Triton is not installed")
