@@ -73,7 +73,8 @@ DEFAULTS: dict[str, Any] = {
     "toy": False,
     "env": {},  # environment variables for the runner processes (e.g. OMP_NUM_THREADS for tiny CPU runs)
     "selection": {"tolerance": DEFAULT_TOLERANCE, "per_init": False},
-    "sweep": {"alphas": list(range(11)), "epochs": 20, "inits": None, "overrides": ["data.validation=10000"], "batched": False},
+    "sweep": {"alphas": list(range(11)), "epochs": 20, "inits": None, "seeds": None, "overrides": ["data.validation=10000"],
+              "batched": False},
     "final": {"epochs": 100, "overrides": ["data.validation=0"]},
 }
 
@@ -257,7 +258,7 @@ def plan_sweep(exp: dict) -> list[Multirun]:
             sweep_inits(exp),
             [float(d) for d in exp["dropouts"]],
             [_num(a) for a in exp["sweep"]["alphas"]],
-            [int(s) for s in exp["seeds"]],
+            [int(s) for s in exp["sweep"].get("seeds") or exp["seeds"]],  # the sweep may use fewer seeds
             int(exp["sweep"]["epochs"]),
         )
         for dataset in exp["datasets"]
