@@ -40,7 +40,7 @@ gpu-check: ## the GPU checks in one run (at most 9 min): CUDA tests, bench eager
 # OVERRIDES="speed.capture=graph speed.eval_tf32=true": runner overrides added to every run of the study.
 REPRODUCE = $(PY) -m pathsgd.reproduce $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(foreach o,$(OVERRIDES),--override $(o))
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
-.PHONY: smoke reproduce-fig1 reproduce-fig2 reproduce-fig3 reproduce-mnist reproduce-fashion
+.PHONY: smoke reproduce-fig1 reproduce-fig2 reproduce-fig3 reproduce-cpu fashion-data
 
 smoke: ## whole pipeline of Figures 1-3, tiny, on generated data -> results/smoke/ (CPU, a few minutes)
 	$(REPRODUCE) experiments/smoke/fig1.yaml experiments/smoke/fig2.yaml experiments/smoke/fig3.yaml
@@ -55,15 +55,17 @@ reproduce-fig2: ## Figure 2: 4 datasets x {Path-SGD, SGD, AdaGrad} x {balanced, 
 reproduce-fig3: ## Figure 3: as Figure 2 with dropout 0.5, balanced init (GPU)
 	$(REPRODUCE) experiments/fig3.yaml
 
-reproduce-mnist: data-mnist ## Figures 2 and 3 protocols on MNIST at CPU scale (offline) -> results/fig{2,3}_mnist/
-	$(REPRODUCE) experiments/fig2_mnist.yaml experiments/fig3_mnist.yaml
-
-reproduce-fashion: ## Figures 2 and 3 protocols on Fashion-MNIST at CPU scale (offline) -> results/fig{2,3}_fashion_mnist/
+fashion-data: ## Debian's dataset-fashion-mnist files -> data/FashionMNIST/raw/ (offline)
 	mkdir -p data/FashionMNIST/raw
 	for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do \
 	  test -e data/FashionMNIST/raw/$$f.gz || test -e data/FashionMNIST/raw/$$f || \
 	  cp $(FASHION_MNIST_DIR)/$$f.gz data/FashionMNIST/raw/; done
-	$(REPRODUCE) experiments/fig2_fashion_mnist.yaml experiments/fig3_fashion_mnist.yaml
+
+# Two chains of studies at once, one core each (each run is single-threaded): about 90 min on 2 cores.
+reproduce-cpu: data-mnist fashion-data ## Figures 2 and 3 protocols on MNIST and Fashion-MNIST at CPU scale -> results/fig{2,3}_{mnist,fashion_mnist}/
+	$(REPRODUCE) experiments/fig2_mnist.yaml experiments/fig3_fashion_mnist.yaml & \
+	$(REPRODUCE) experiments/fig3_mnist.yaml experiments/fig2_fashion_mnist.yaml; \
+	status=$$?; wait $$! || status=1; exit $$status
 # <<< reproduce
 
 # >>> data (owned by pathsgd/data.py)

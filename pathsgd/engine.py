@@ -123,7 +123,7 @@ class GraphStep:
             torch.index_select(x, 0, idx, out=xs)
             torch.index_select(y, 0, idx, out=ys)
             self.graph.replay()
-            return loss.clone()
+            return loss  # the graph's output buffer: valid until the next replay (train_epoch adds it at once)
         side, current = torch.cuda.Stream(x.device), torch.cuda.current_stream(x.device)
         side.wait_stream(current)
         try:
