@@ -66,6 +66,10 @@ reproduce-cpu: data-mnist fashion-data ## Figures 2 and 3 protocols on MNIST and
 	$(REPRODUCE) experiments/fig2_mnist.yaml experiments/fig3_fashion_mnist.yaml & \
 	$(REPRODUCE) experiments/fig3_mnist.yaml experiments/fig2_fashion_mnist.yaml; \
 	status=$$?; wait $$! || status=1; exit $$status
+
+.PHONY: report
+report: ## the verdict on the paper's claims from the committed CSVs -> results/REPORT.md
+	$(PY) scripts/report.py
 # <<< reproduce
 
 # >>> data (owned by pathsgd/data.py)

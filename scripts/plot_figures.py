@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -77,19 +78,31 @@ def plot_curves_row(axes, final: pd.DataFrame, dataset: str, log_loss: bool = Tr
         for init in inits:  # balanced first, so the dashed unbalanced curves lie on top
             for optimizer in optimizers:
                 runs = data[(data["optimizer"] == optimizer) & (data["init"] == init)]
-                for (dropout, seed), run in runs.groupby(["dropout", "seed"]):
-                    run = run.sort_values("epoch")
+                for dropout, cell in runs.groupby("dropout"):
+                    # One curve per cell: the mean over seeds, with a band from the lowest to the highest seed
+                    # (finite values only; a seed that diverged is marked x where it stopped).
+                    wide = cell.pivot_table(index="epoch", columns="seed", values=metric, dropna=False)
+                    values = wide.to_numpy(float, copy=True)
+                    values[~np.isfinite(values)] = np.nan
+                    x = wide.index.to_numpy(float)
+                    with np.errstate(all="ignore"), warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)  # an epoch where every seed stopped
+                        y, lo, hi = np.nanmean(values, 1), np.nanmin(values, 1), np.nanmax(values, 1)
                     color, name = _opt(optimizer)
                     on_top = optimizer == "pathsgd" and init != "balanced"
-                    y = run[metric].to_numpy(float)
-                    x = run["epoch"].to_numpy(float)
                     ax.plot(x, y, INIT_STYLE.get(init, ":"), color=color, lw=1.4 if not on_top else 1.8,
-                            zorder=3 if on_top else 2, label=f"{name}, {init}" if seed == runs["seed"].min() else None)
-                    diverged = bool((run["status"] == "diverged").any())
+                            zorder=3 if on_top else 2, label=f"{name}, {init}")
+                    if values.shape[1] > 1:
+                        ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0, zorder=1)
+                    diverged = bool((cell["status"] == "diverged").any())
+                    for seed, run in cell.groupby("seed"):
+                        run = run.sort_values("epoch")
+                        finite = np.isfinite(run[metric].to_numpy(float))
+                        if (run["status"] == "diverged").any() and finite.any():
+                            i = np.flatnonzero(finite)[-1]
+                            ax.plot(run["epoch"].to_numpy(float)[i], run[metric].to_numpy(float)[i], "x", color=color,
+                                    ms=8, mew=2, zorder=4)
                     finite = np.isfinite(y)
-                    if diverged and finite.any():
-                        i = np.flatnonzero(finite)[-1]
-                        ax.plot(x[i], y[i], "x", color=color, ms=8, mew=2, zorder=4)
                     ends.append((f"{name}, {init}", y[finite][-1] if finite.any() else math.nan, diverged))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
@@ -153,7 +166,9 @@ def _describe(runs: pd.DataFrame) -> str:
     src = final if not final.empty else runs
     widths = ", ".join(str(w) for w in src["width"].dropna().unique())
     epochs = int(src["epoch"].max()) if src["epoch"].notna().any() else 0
-    return f"width {widths}, {epochs} epochs"
+    seeds = src["seed"].nunique()
+    spread = f", mean of {seeds} seeds, band: lowest to highest" if seeds > 1 else ""
+    return f"width {widths}, {epochs} epochs{spread}"
 
 
 def figure_curves(results: Path, title: str | None) -> plt.Figure:
