@@ -309,17 +309,26 @@ def _run_name(overrides: tuple[str, ...]) -> str:
 
 
 def run_finished(path: Path, epochs: int) -> bool:
-    summary = path / "summary.json"
-    if not summary.exists():
+    """Finished (completed with ``epochs``, or diverged) and its records whole: ``metrics.csv`` holds every epoch
+    that ``summary.json`` reports. Anything else is run again with resume=true, which rebuilds the records from
+    the checkpoint. (A run of another configuration has another directory: see pathsgd.train.run_name.)"""
+    info = _read_summary(path)
+    done = info.get("epochs_completed")
+    if info.get("status") not in FINISHED or done is None:
         return False
     try:
-        info = json.loads(summary.read_text())
-    except json.JSONDecodeError:
+        rows = len((path / "metrics.csv").read_text().splitlines()) - 1  # the header
+    except OSError:
         return False
-    if info.get("status") == "diverged":
-        return True
-    done = info.get("epochs_completed", info.get("config", {}).get("epochs"))
-    return info.get("status") == "completed" and done is not None and int(done) >= epochs
+    return rows == int(done) + 1 and (info["status"] == "diverged" or int(done) >= epochs)
+
+
+def _read_summary(path: Path) -> dict:
+    """``summary.json`` of a run directory; {} when it is missing or unreadable (a run killed mid-write)."""
+    try:
+        return json.loads((path / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def launch(
@@ -367,8 +376,7 @@ def read_run(run: Run, path: Path) -> pd.DataFrame:
     A run without ``metrics.csv`` gives one row with no epoch and status ``failed``; a run with metrics but
     no ``summary.json`` (killed mid-way) is ``incomplete``.
     """
-    summary_file = path / "summary.json"
-    info = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    info = _read_summary(path)
     config = info.get("config", {}) or {}
     status = info.get("status") or ("incomplete" if (path / "metrics.csv").exists() else "failed")
     if (path / "metrics.csv").exists():

@@ -20,17 +20,20 @@ call; :func:`main` is the thin ``@hydra.main`` wrapper (also the ``pathsgd-train
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import logging
 import math
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,11 +147,16 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     device = c.get("device")
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ConfigError(f"device={device!r} is unknown: choose one of auto, cpu, cuda, cuda:N")
+    try:
+        resolve_device(device)  # cuda asked for where there is none
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if not isinstance(c.get("resume"), bool):
         raise ConfigError(f"resume={c.get('resume')!r} is not a boolean: choose true or false")
     hidden = c["model"].get("hidden")
-    if not isinstance(hidden, list) or not all(_is_int(h) and h >= 1 for h in hidden):
-        raise ConfigError(f"model.hidden={hidden!r} is not a list of positive integers, e.g. [4000,4000]")
+    if not isinstance(hidden, list) or not hidden or not all(_is_int(h) and h >= 1 for h in hidden):
+        raise ConfigError(f"model.hidden={hidden!r} is not a non-empty list of positive integers (the hidden "
+                          "layers' widths), e.g. [4000,4000]")
     dropout = c["model"].get("dropout")
     if not _is_real(dropout) or not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model.dropout={dropout!r} is not a probability in [0, 1): the chance of dropping a hidden unit")
@@ -159,6 +167,12 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
             "points (0 = none, null = the dataset's default)"
         )
     _choice("data.scale", c["data"].get("scale"), SCALES)
+    if not _is_int(c["data"].get("split_seed")) or c["data"]["split_seed"] < 0:
+        raise ConfigError(f"data.split_seed={c['data'].get('split_seed')!r} is not a non-negative integer: the seed "
+                          "that picks the held-out points (default: seed)")
+    if not isinstance(c["data"].get("root"), str) or not c["data"]["root"]:
+        raise ConfigError(f"data.root={c['data'].get('root')!r} is not a directory path: where the datasets are "
+                          "(torchvision layout), e.g. data.root=~/data")
     speed = c.get("speed") or {}
     if speed.get("capture") is not None:
         _choice("speed.capture", speed["capture"], CAPTURES)
@@ -412,9 +426,27 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
         configs = [{**copy.deepcopy(c), "alpha": alpha} for alpha in _sweep_alphas(c)]
         parent = Path(c["sweep"].get("dir") or run_dir.parent)
         run_dirs = [parent / run_name(mc) for mc in configs]
-    with tf32_matmuls(c["speed"]["tf32"], resolve_device(c["device"])):
+    with tf32_matmuls(c["speed"]["tf32"], resolve_device(c["device"])), _sigterm_as_interrupt():
         out = _train(configs, run_dirs)
     return out if c["sweep"]["batched"] else out[0]
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a cluster's time limit) ends a run as Ctrl-C does: status ``interrupted``, its last
+    finished epoch kept in every record."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Member:
@@ -463,6 +495,8 @@ def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str
         m = _Member(mc, run_dir, model, optimizer)
         m.rng = fresh_rng
         _resume(m)
+        if m.rows:  # the checkpoint's rows are the record: a lost or stale metrics.csv is rebuilt from them
+            m.sink.write(m.rows)
         members.append(m)
 
     env = {"commit": _git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda, "device": _device_name(device)}
@@ -560,7 +594,7 @@ def _resume(m: _Member) -> None:
         log.info("resuming %s from epoch %d", m.run_dir, state["epoch"])
 
 
-def _train_group(group: list[_Member], c, data, device, batches, eval_tf32, checkpoint, publish, finished) -> None:
+def _train_group(group: list[_Member], c, data, device, batches, eval_tf32, checkpoint, publish, record) -> None:
     """Train members at the same epoch together until each completes or diverges."""
     _set_rng_state(group[0].rng, device, batches)
     steps = -(-len(data.train_x) // c["batch_size"])
@@ -582,17 +616,21 @@ def _train_group(group: list[_Member], c, data, device, batches, eval_tf32, chec
         rng = _rng_state(device, batches)
         for m, batch_loss in zip(group, batch_losses):
             meas = _measure(m.model, data, batch_loss, eval_tf32)
-            m.rows.append(_row(epoch, meas, seconds=m.rows[-1]["seconds"] + share, batch_loss=meas["batch_loss"]))
+            before = m.rows, m.status
+            m.rows = m.rows + [_row(epoch, meas, seconds=m.rows[-1]["seconds"] + share, batch_loss=meas["batch_loss"])]
             if not (meas["finite"] and math.isfinite(meas["batch_loss"]) and math.isfinite(meas["train_loss"])):
                 m.status = "diverged"
                 log.warning("epoch %d: non-finite loss or weights; the run diverged (alpha=%g)", epoch, m.c["alpha"])
             elif epoch == c["epochs"]:
                 m.status = "completed"
-            if m.status != "running" or epoch % c["checkpoint_every"] == 0:
-                checkpoint(m, rng)
-            publish(m)
-            if m.status != "running":
-                finished(m)
+            try:  # checkpoint, then metrics.csv: if either write fails, the summary keeps the last epoch both hold
+                if m.status != "running" or epoch % c["checkpoint_every"] == 0:
+                    checkpoint(m, rng)
+                publish(m)
+            except BaseException:
+                m.rows, m.status = before
+                raise
+            record(m)  # summary.json, each epoch
         group = [m for m in group if m.status == "running"]  # diverged members stop costing anything
         if not group:
             return
@@ -706,6 +744,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     except (ConfigError, DatasetNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the records say interrupted, at their last epoch
+        print(f"interrupted ({err or 'SIGINT'}); resume=true continues the run", file=sys.stderr)
+        sys.exit(130)
 
 
 def main() -> None:

@@ -108,7 +108,7 @@ def test_data_root_and_wandb_mode_follow_the_environment(monkeypatch):
         ("init.name=xavier", r"init.name='xavier' is unknown: choose one of balanced, unbalanced"),
         ("device=tpu", r"device='tpu' is unknown: choose one of auto, cpu, cuda, cuda:N"),
         ("model.dropout=1.0", r"model.dropout=1.0 is not a probability in \[0, 1\)"),
-        ("model.hidden=[0,5]", r"model.hidden=\[0, 5\] is not a list of positive integers"),
+        ("model.hidden=[0,5]", r"model.hidden=\[0, 5\] is not a non-empty list of positive integers"),
         ("data.validation=-1", r"data.validation=-1 is not a non-negative integer"),
         ("data.scale=zscore", r"data.scale='zscore' is unknown: choose one of unit, standardize, none"),
         ("seed=-3", r"seed=-3 is not a non-negative integer"),

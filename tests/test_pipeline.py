@@ -333,3 +333,18 @@ def test_smoke_pipeline_of_all_figures_and_the_notebook(tmp_path):
                          str(REPO / "notebooks" / "learning_curves.ipynb")], cwd=REPO, env=env,
                         capture_output=True, text=True)
     assert nb.returncode == 0, nb.stdout[-3000:]
+
+
+def test_a_run_with_lost_or_torn_records_is_not_finished(tmp_path):
+    """metrics.csv gone or short, or summary.json torn mid-write: run again (resume rebuilds), never reused."""
+    exp = small_exp(tmp_path, dropouts=[0.0], optimizers=["sgd"])
+    runs = rp.plan_sweep(exp)[0].runs()
+    fake_run(runs[1].path(exp), [0.9, 0.3, 0.2])
+    assert rp.run_finished(runs[1].path(exp), 2)
+    (runs[1].path(exp) / "metrics.csv").unlink()
+    assert not rp.run_finished(runs[1].path(exp), 2)
+    fake_run(runs[0].path(exp), [0.9, 0.3, 0.2])
+    (runs[0].path(exp) / "summary.json").write_text('{"status": "compl')
+    assert not rp.run_finished(runs[0].path(exp), 2)
+    table = rp.aggregate(exp, runs[:1])  # a torn summary.json reads as a run without one: incomplete
+    assert set(table.status) == {"incomplete"}

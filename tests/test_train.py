@@ -412,6 +412,9 @@ def test_cli_default_run_dir_is_deterministic_and_resumable(tmp_path):
         (("optimizer.kwargs.p=0.5",), "optimizer.kwargs.*): p=0.5 is invalid"),
         (("speed.capture=cudagraph",), "speed.capture='cudagraph' is unknown: choose one of none, graph, compile"),
         (("speed.tf32=yes",), "speed.tf32='yes' is not a boolean: choose true or false"),
+        (("data.split_seed=abc",), "data.split_seed='abc' is not a non-negative integer"),
+        (("data.root=null",), "data.root=None is not a directory path"),
+        (("model.hidden=[]",), "model.hidden=[] is not a non-empty list of positive integers"),
         (("speed.tf32=1",), "speed.tf32=1 is not a boolean: choose true or false"),
         (
             ("sweep.batched=true", "sweep.alphas=[1,2]", "speed.capture=graph"),
@@ -449,3 +452,79 @@ def test_engine_sinks_and_checkpoint_import_with_torch_alone():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_cli_cuda_without_cuda_exits_2_with_a_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["pathsgd-train", *TINY, "device=cuda", f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exc:
+        train_mod.main()
+    assert exc.value.code == 2
+    assert "device='cuda' was asked for but CUDA is not available here" in capsys.readouterr().err
+
+
+def test_sigterm_ends_a_run_as_interrupted_with_consistent_records(tmp_path):
+    """kill (SIGTERM) mid-run: summary.json says interrupted at the last epoch that metrics.csv and the checkpoint hold."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pathsgd.train", *TINY, "epochs=100000", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    def epochs_written() -> int:
+        metrics = run_dir / "metrics.csv"
+        return len(metrics.read_text().splitlines()) - 1 if metrics.exists() else 0
+
+    deadline = time.time() + 90
+    while time.time() < deadline and epochs_written() < 3:  # row 0 and two epochs
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    summary = read_summary(run_dir)
+    rows = read_metrics_csv(run_dir / "metrics.csv")
+    assert summary["status"] == "interrupted" and "signal" in summary["error"]
+    assert summary["epochs_completed"] == rows[-1]["epoch"] == load_checkpoint(run_dir / "checkpoint.pt")["epoch"] >= 2
+
+
+def test_a_failed_checkpoint_write_leaves_the_records_in_agreement(tmp_path, monkeypatch):
+    """The checkpoint of epoch 2 cannot be written: summary.json, metrics.csv and the checkpoint all stop at epoch 1."""
+    real = train_mod.save_checkpoint
+
+    def failing(path, state):
+        if state["epoch"] == 2:
+            raise OSError(28, "No space left on device")
+        real(path, state)
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", failing)
+    with pytest.raises(OSError, match="No space"):
+        train(make_cfg("epochs=3"), run_dir=tmp_path)
+    summary = read_summary(tmp_path)
+    assert summary["status"] == "failed" and summary["epochs_completed"] == 1
+    assert [r["epoch"] for r in read_metrics_csv(tmp_path / "metrics.csv")] == [0, 1]
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+def test_summary_moves_each_epoch(tmp_path, monkeypatch):
+    seen = []
+    real = train_mod.atomic_write_json
+
+    def spy(path, obj):
+        if Path(path).name == "summary.json":
+            seen.append(obj["epochs_completed"])
+        real(path, obj)
+
+    monkeypatch.setattr(train_mod, "atomic_write_json", spy)
+    train(make_cfg("epochs=3"), run_dir=tmp_path)
+    assert [0, 1, 2, 3] == sorted(set(seen))
+
+
+def test_resume_of_a_finished_run_rebuilds_a_lost_metrics_csv(tmp_path):
+    train(make_cfg("epochs=2"), run_dir=tmp_path)
+    before = (tmp_path / "metrics.csv").read_text()
+    (tmp_path / "metrics.csv").unlink()
+    assert train(make_cfg("epochs=2", "resume=true"), run_dir=tmp_path)["status"] == "completed"
+    assert (tmp_path / "metrics.csv").read_text() == before
