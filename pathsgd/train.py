@@ -42,7 +42,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pathsgd.checkpoint import CHECKPOINT_NAME, atomic_write_json, load_checkpoint, save_checkpoint
-from pathsgd.data import DATASET_NAMES, SCALES, DatasetNotFoundError, load_splits
+from pathsgd.data import DATASET_NAMES, SCALES, DataFileError, DatasetNotFoundError, load_splits
 from pathsgd.engine import (
     OPTIMIZERS, all_finite, evaluate, make_optimizer, resolve_device, step_size, tf32_matmuls, train_epoch,
 )
@@ -426,7 +426,10 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
         configs = [{**copy.deepcopy(c), "alpha": alpha} for alpha in _sweep_alphas(c)]
         parent = Path(c["sweep"].get("dir") or run_dir.parent)
         run_dirs = [parent / run_name(mc) for mc in configs]
-    with tf32_matmuls(c["speed"]["tf32"], resolve_device(c["device"])), _sigterm_as_interrupt():
+    with tf32_matmuls(c["speed"]["tf32"], resolve_device(c["device"])), _sigterm_as_interrupt(), \
+            contextlib.ExitStack() as locks:
+        for run_dir in run_dirs:
+            locks.enter_context(_lock(run_dir))
         out = _train(configs, run_dirs)
     return out if c["sweep"]["batched"] else out[0]
 
@@ -570,6 +573,24 @@ def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str
         for m in members:
             if m.wandb is not None:
                 m.wandb.finish(exit_code=0 if m.status in ("completed", "diverged") else 1)
+
+
+def _lock(run_dir: Path):
+    """An exclusive lock on ``run_dir`` while a run trains in it: a second process gets a clear error, not a race
+    in which the last writer wins. The operating system releases it when the process ends, however it ends."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        import fcntl
+
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # no fcntl (Windows): no lock
+        pass
+    except OSError:
+        handle.close()
+        raise ConfigError(f"{run_dir} is in use: another run is training in it now. Wait for it, or give this run "
+                          "another directory (hydra.run.dir=...)") from None
+    return handle
 
 
 def _resume(m: _Member) -> None:
@@ -737,21 +758,40 @@ def _sweep_alphas(c: Mapping[str, Any], alphas: Any = None) -> list[float]:
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+_FAILED_JOBS: list[str] = []  # jobs of this process's multirun refused for a bad value or data file
+
+
 @hydra.main(version_base=None, config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         train(cfg)
-    except (ConfigError, DatasetNotFoundError) as err:
+    except (ConfigError, DatasetNotFoundError, DataFileError) as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            sys.exit(2)
+        # In a sweep, one bad job is recorded and the others run; the exit status counts the failures.
+        run_dir = _default_run_dir()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "summary.json", {"status": "failed", "error": str(err), "epochs_completed": 0,
+                                                     "overrides": list(HydraConfig.get().overrides.task)})
+        _FAILED_JOBS.append(f"{run_dir}: {err}")
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the records say interrupted, at their last epoch
         print(f"interrupted ({err or 'SIGINT'}); resume=true continues the run", file=sys.stderr)
         sys.exit(130)
 
 
 def main() -> None:
-    """Console entry point: ``pathsgd-train key=value ...`` (same as ``python -m pathsgd.train``)."""
+    """Console entry point: ``pathsgd-train key=value ...`` (same as ``python -m pathsgd.train``).
+
+    Exit status: 0; 2 for a bad value or data file; in a ``--multirun``, the number of jobs that failed so
+    (each recorded in its directory's summary.json, the other jobs run)."""
     _hydra_main()
+    if _FAILED_JOBS:
+        print(f"{len(_FAILED_JOBS)} job(s) of the sweep failed:\n  " + "\n  ".join(_FAILED_JOBS), file=sys.stderr)
+        sys.exit(min(len(_FAILED_JOBS), 125))
 
 
 if __name__ == "__main__":

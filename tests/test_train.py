@@ -528,3 +528,27 @@ def test_resume_of_a_finished_run_rebuilds_a_lost_metrics_csv(tmp_path):
     (tmp_path / "metrics.csv").unlink()
     assert train(make_cfg("epochs=2", "resume=true"), run_dir=tmp_path)["status"] == "completed"
     assert (tmp_path / "metrics.csv").read_text() == before
+
+
+def test_a_second_run_in_a_locked_directory_is_refused(tmp_path):
+    import fcntl
+
+    tmp_path.mkdir(exist_ok=True)
+    with open(tmp_path / ".lock", "a+") as held:  # another process training there
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="is in use: another run is training in it now"):
+            train(make_cfg("epochs=1"), run_dir=tmp_path)
+    assert train(make_cfg("epochs=1"), run_dir=tmp_path)["status"] == "completed"  # free again
+
+
+def test_one_bad_job_of_a_multirun_is_recorded_and_the_others_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_mod, "_FAILED_JOBS", [])
+    monkeypatch.setattr(sys, "argv", ["pathsgd-train", "--multirun", *TINY, "epochs=1", "alpha=abc,1,2",
+                                      f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}"])
+    with pytest.raises(SystemExit) as exc:
+        train_mod.main()
+    assert exc.value.code == 1  # one job failed
+    assert "1 job(s) of the sweep failed" in capsys.readouterr().err
+    bad = read_summary(tmp_path / "0")
+    assert bad["status"] == "failed" and "alpha='abc' is not a real number" in bad["error"]
+    assert [read_summary(tmp_path / str(k))["status"] for k in (1, 2)] == ["completed", "completed"]
