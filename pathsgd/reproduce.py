@@ -33,6 +33,7 @@ import functools
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -346,7 +347,16 @@ def launch(
         print("[reproduce] $ " + " ".join(_quote(c) for c in cmd), flush=True)
         t0 = time.perf_counter()
         env = {**os.environ, **{str(k): str(v) for k, v in (exp.get("env") or {}).items()}}
-        proc = subprocess.run(cmd, cwd=os.getcwd(), env=env)
+        proc = subprocess.Popen(cmd, cwd=os.getcwd(), env=env)
+        try:
+            proc.wait()
+        except BaseException:  # Ctrl-C or SIGTERM of the driver: its runs end too, recorded as interrupted
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
         print(f"[reproduce] {mr.phase}/{mr.dataset}: exit {proc.returncode} after {time.perf_counter() - t0:.1f} s", flush=True)
         # A multirun that fails part-way leaves its finished runs; the aggregate marks the rest "failed".
         if proc.returncode != 0:
@@ -513,8 +523,13 @@ def reproduce(
     return paths
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # a killed driver stops the multirun it launched
     parser = argparse.ArgumentParser(prog="python -m pathsgd.reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("experiments", nargs="+", help="experiment YAML files (experiments/*.yaml)")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="pipeline steps to run")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,9 @@ def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, float | int | No
     return rows
 
 
+ONLINE_TIMEOUT = 20.0  # seconds W&B may take to reach its server before the run logs offline instead
+
+
 class WandbSink:
     """One W&B run: the resolved config, then ``log(row)`` per epoch with ``step=epoch``.
 
@@ -96,19 +100,17 @@ class WandbSink:
             raise ValueError(f"logger.mode={mode!r} is unknown: choose one of offline, online, disabled")
         Path(dir).mkdir(parents=True, exist_ok=True)
         self._wandb = wandb
-        self.run = wandb.init(
-            project=project,
-            entity=entity,
-            name=name,
-            group=group,
-            job_type=job_type,
-            tags=list(tags),
-            config=dict(config),
-            dir=str(dir),
-            mode=mode,
-            id=run_id,
-            resume="allow" if run_id else None,
-        )
+        kwargs = dict(project=project, entity=entity, name=name, group=group, job_type=job_type, tags=list(tags),
+                      config=dict(config), dir=str(dir), id=run_id, resume="allow" if run_id else None)
+        try:
+            settings = wandb.Settings(init_timeout=ONLINE_TIMEOUT) if mode == "online" else None
+            self.run = wandb.init(mode=mode, settings=settings, **kwargs)
+        except Exception as err:  # noqa: BLE001 - no network, no login: the run itself must not fail for it
+            if mode != "online":
+                raise
+            warnings.warn(f"W&B online failed ({type(err).__name__}: {err}); logging offline instead "
+                          f"(`wandb sync {dir}/wandb/offline-run-*` later)", stacklevel=2)
+            self.run = wandb.init(mode="offline", **kwargs)
         self.run_id = self.run.id
 
     def log(self, row: Mapping[str, Any]) -> None:

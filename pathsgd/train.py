@@ -603,7 +603,15 @@ def _resume(m: _Member) -> None:
     if not ckpt_path.is_file():
         log.warning("no checkpoint in %s; starting afresh", m.run_dir)
         return
-    state = load_checkpoint(ckpt_path)
+    try:
+        state = load_checkpoint(ckpt_path)
+        _ = state["config"], state["model"], state["optimizer"], state["rows"], state["rng"], state["epoch"]
+    except Exception as err:  # noqa: BLE001 - truncated, garbage, or not ours: one line, never weights_only=False
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"{ckpt_path} cannot be resumed: it is truncated, corrupt or not a checkpoint of this runner ({reason[:120]}). "
+            "Move it away and run again with resume=false to start afresh, or restore the file from a copy."
+        ) from None
     _check_resumable(state["config"], m.c, m.run_dir)
     m.model.load_state_dict(state["model"])
     m.optimizer.load_state_dict(state["optimizer"])

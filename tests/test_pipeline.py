@@ -348,3 +348,27 @@ def test_a_run_with_lost_or_torn_records_is_not_finished(tmp_path):
     assert not rp.run_finished(runs[0].path(exp), 2)
     table = rp.aggregate(exp, runs[:1])  # a torn summary.json reads as a run without one: incomplete
     assert set(table.status) == {"incomplete"}
+
+
+def test_killing_the_driver_ends_its_runs_as_interrupted(tmp_path):
+    """SIGTERM to `python -m pathsgd.reproduce`: the multirun it launched stops too, its run recorded interrupted."""
+    import signal
+    import time
+
+    tiny_exp(tmp_path, optimizers=["sgd"], sweep={"alphas": [1], "epochs": 100000, "overrides": ["data.validation=100"]})
+    proc = subprocess.Popen([sys.executable, "-m", "pathsgd.reproduce", str(tmp_path / "tiny.yaml"), "--steps", "sweep"],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    sweep = tmp_path / "raw" / "tiny" / "sweep" / "mnist"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(sweep.glob("*/metrics.csv")):
+        time.sleep(0.3)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=90)
+    (run,) = [p for p in sweep.iterdir() if (p / "summary.json").exists()]
+    time.sleep(0.5)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted", summary["status"]
+    ps = subprocess.run(["pgrep", "-f", str(sweep)], capture_output=True, text=True)
+    assert ps.stdout.strip() == "", "a runner of the killed driver is still training"

@@ -552,3 +552,31 @@ def test_one_bad_job_of_a_multirun_is_recorded_and_the_others_run(tmp_path, monk
     bad = read_summary(tmp_path / "0")
     assert bad["status"] == "failed" and "alpha='abc' is not a real number" in bad["error"]
     assert [read_summary(tmp_path / str(k))["status"] for k in (1, 2)] == ["completed", "completed"]
+
+
+def test_wandb_online_without_a_network_logs_offline_with_a_warning(tmp_path, monkeypatch):
+    from pathsgd import sinks
+
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setattr(sinks, "ONLINE_TIMEOUT", 3.0)
+    with pytest.warns(UserWarning, match="(?s)W&B online failed .* logging offline instead"):
+        sink = sinks.WandbSink(project="p", name="n", group=None, config={}, dir=tmp_path, mode="online")
+    assert sink.run.settings.mode == "offline"
+    sink.log({"epoch": 1, "train_loss": 0.5})
+    sink.finish()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_corrupt_checkpoint_is_one_clear_line(tmp_path, damage):
+    train(make_cfg("epochs=1"), run_dir=tmp_path)
+    ckpt = tmp_path / "checkpoint.pt"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2] if damage == "truncated" else os.urandom(len(data)))
+    with pytest.raises(ConfigError) as exc:
+        train(make_cfg("epochs=2", "resume=true"), run_dir=tmp_path)
+    message = str(exc.value)
+    assert str(ckpt) in message and "cannot be resumed" in message and "resume=false" in message
+    assert "weights_only=False" not in message and "\n" not in message
