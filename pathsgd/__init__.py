@@ -5,11 +5,13 @@ The package imports with torch alone; the Hydra runner lives in ``pathsgd.train`
 
 from .geometry import path_norm, path_scales
 from .models import MLP
-from .optim import PathSGD
+from .optim import PathAdaGrad, PathAdam, PathSGD
 from .rescaling import balanced_init_, rescale_unit_, unbalanced_init_
 
 __all__ = [
     "MLP",
+    "PathAdaGrad",
+    "PathAdam",
     "PathSGD",
     "balanced_init_",
     "path_norm",

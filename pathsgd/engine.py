@@ -39,7 +39,7 @@ __all__ = [
     "tf32_matmuls",
 ]
 
-OPTIMIZERS = ("sgd", "adagrad", "pathsgd")
+OPTIMIZERS = ("sgd", "adagrad", "pathsgd", "sgd_momentum", "adam", "pathsgd_momentum", "path_adagrad", "path_adam")
 
 
 def step_size(alpha: float) -> float:
@@ -69,19 +69,19 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 
 def make_optimizer(name: str, model: nn.Module, lr: float, **kwargs) -> torch.optim.Optimizer:
-    """``sgd`` (torch.optim.SGD), ``adagrad`` (torch.optim.Adagrad) or ``pathsgd`` (pathsgd.PathSGD).
+    """The runner's optimizers by name: torch's ``sgd`` and ``sgd_momentum`` (torch.optim.SGD), ``adagrad``,
+    ``adam`` (torch.optim.Adam); the path family ``pathsgd`` and ``pathsgd_momentum`` (pathsgd.PathSGD),
+    ``path_adagrad`` (pathsgd.PathAdaGrad), ``path_adam`` (pathsgd.PathAdam). The path classes take the model
+    itself (gamma depends on all of it). ``kwargs`` go to the constructor unchanged (the configs set momentum)."""
+    from pathsgd.optim import PathAdaGrad, PathAdam, PathSGD
 
-    ``kwargs`` go to the optimizer's constructor unchanged.
-    """
-    if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, **kwargs)
-    if name == "adagrad":
-        return torch.optim.Adagrad(model.parameters(), lr=lr, **kwargs)
-    if name == "pathsgd":
-        from pathsgd.optim import PathSGD
-
-        # PathSGD needs the network's structure to compute the path scales; it accepts the model itself.
-        return PathSGD(model, lr=lr, **kwargs)
+    torch_classes = {"sgd": torch.optim.SGD, "sgd_momentum": torch.optim.SGD, "adagrad": torch.optim.Adagrad,
+                     "adam": torch.optim.Adam}
+    path_classes = {"pathsgd": PathSGD, "pathsgd_momentum": PathSGD, "path_adagrad": PathAdaGrad, "path_adam": PathAdam}
+    if name in torch_classes:
+        return torch_classes[name](model.parameters(), lr=lr, **kwargs)
+    if name in path_classes:
+        return path_classes[name](model, lr=lr, **kwargs)
     raise ValueError(f"optimizer={name!r} is unknown: choose one of {', '.join(OPTIMIZERS)}")
 
 

@@ -12,6 +12,8 @@ One process measures, on a 784-W-W-10 ReLU net with mini-batches of 100 and synt
   or ``torch.compile`` of the forward): the ``sgd`` and ``pathsgd`` keys;
 * the runner's loop with Path-SGD done naively: the float64 outer-product gamma of every layer
   (``pathsgd.path_scales``) and ``w -= lr * g / gamma``;
+* the runner's loop with each variant of the family and its torch counterpart (SGD and Path-SGD with momentum
+  0.9, AdaGrad and Path-AdaGrad, Adam and Path-Adam);
 * on CUDA, the runner's Path-SGD step once more with gamma's chains in plain torch
   (``PATHSGD_FUSED_CHAINS=0``): what the fused Triton kernel of :mod:`pathsgd.kernels` saves;
 * the per-epoch evaluation (60,000 + 10,000 points), in float32 and, on CUDA, with TF32 matmuls;
@@ -69,6 +71,12 @@ MEASUREMENTS = (  # JSON key prefix, label in the table
     ("sgd", "runner, SGD (torch.optim.SGD)"),
     ("pathsgd", "runner, Path-SGD (pathsgd.PathSGD)"),
     ("naive_pathsgd", "runner, naive Path-SGD (float64 outer gamma)"),
+    ("sgd_momentum", "runner, SGD with momentum 0.9 (torch.optim.SGD)"),
+    ("pathsgd_momentum", "runner, Path-SGD with momentum 0.9 (pathsgd.PathSGD)"),
+    ("adagrad", "runner, AdaGrad (torch.optim.Adagrad)"),
+    ("path_adagrad", "runner, Path-AdaGrad (pathsgd.PathAdaGrad)"),
+    ("adam", "runner, Adam (torch.optim.Adam)"),
+    ("path_adam", "runner, Path-Adam (pathsgd.PathAdam)"),
     ("pathsgd_torch_chains", "runner, Path-SGD, gamma's chains in plain torch (no fused kernel; CUDA only)"),
 )
 RATIOS = (  # name, numerator, denominator
@@ -79,6 +87,9 @@ RATIOS = (  # name, numerator, denominator
     ("pathsgd/floor", "pathsgd", "floor"),
     ("sgd/floor", "sgd", "floor"),
     ("naive_pathsgd/sgd", "naive_pathsgd", "sgd"),
+    ("pathsgd_momentum/sgd_momentum", "pathsgd_momentum", "sgd_momentum"),  # each path variant against its base
+    ("path_adagrad/adagrad", "path_adagrad", "adagrad"),
+    ("path_adam/adam", "path_adam", "adam"),
     ("pathsgd_torch_chains/pathsgd", "pathsgd_torch_chains", "pathsgd"),  # what the fused kernel saves
     ("eval/pathsgd", "eval", "pathsgd"),  # the per-epoch evaluation (train + test sets) against a training epoch
     ("eval_tf32/pathsgd", "eval_tf32", "pathsgd"),  # the same evaluation with TF32 matmuls (CUDA only)
@@ -235,7 +246,8 @@ class RunnerLoop:
         if optimizer == "naive_pathsgd":
             self.optimizer = NaivePathSGD(self.model, lr=LR)
         else:
-            self.optimizer = make_optimizer(optimizer, self.model, lr=LR)
+            momentum = {"momentum": 0.9} if optimizer.endswith("_momentum") else {}
+            self.optimizer = make_optimizer(optimizer, self.model, lr=LR / 10 if momentum else LR, **momentum)
         self.generator = torch.Generator(device=device).manual_seed(0)
 
     def run(self, steps: int):
@@ -468,6 +480,9 @@ def main(argv: list[str] | None = None) -> dict:
         "pathsgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "pathsgd",
                                       capture=capture),
         "naive_pathsgd": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "naive_pathsgd"),
+        **{name: (lambda name=name: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, name,
+                                              capture=capture))
+           for name in ("sgd_momentum", "pathsgd_momentum", "adagrad", "path_adagrad", "adam", "path_adam")},
         "pathsgd_torch_chains": lambda: RunnerLoop(x_dev, y_dev, width, args.depth, args.batch, device, "pathsgd",
                                                    capture=capture, fused_chains=False),
     }

@@ -104,7 +104,7 @@ def test_data_root_and_wandb_mode_follow_the_environment(monkeypatch):
         ("batch_size=0", r"batch_size=0 is not a positive integer: batch_size must be an integer >= 1"),
         ("batch_size=2.5", r"batch_size=2.5 is not a positive integer"),
         ("dataset.name=foo", r"dataset.name='foo' is unknown: choose one of mnist, fashion_mnist, cifar10, cifar100, svhn, synthetic"),
-        ("optimizer.name=adam", r"optimizer.name='adam' is unknown: choose one of sgd, adagrad, pathsgd"),
+        ("optimizer.name=rmsprop", r"optimizer.name='rmsprop' is unknown: choose one of sgd, adagrad, pathsgd, sgd_momentum, adam, pathsgd_momentum, path_adagrad, path_adam"),
         ("init.name=xavier", r"init.name='xavier' is unknown: choose one of balanced, unbalanced"),
         ("device=tpu", r"device='tpu' is unknown: choose one of auto, cpu, cuda, cuda:N"),
         ("model.dropout=1.0", r"model.dropout=1.0 is not a probability in \[0, 1\)"),

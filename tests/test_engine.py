@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 import pathsgd.train as train_mod
-from pathsgd import MLP, PathSGD, path_scales
+from pathsgd import MLP, PathAdaGrad, PathAdam, PathSGD, path_scales
 from pathsgd.checkpoint import load_checkpoint
 from pathsgd.data import load_splits
 from pathsgd.engine import step_size, train_epoch
@@ -36,7 +36,8 @@ TINY = (
     "device=cpu",
 )
 # Step sizes that learn without diverging in 14 steps; SGD on the unbalanced init needs small ones.
-ALPHA = {"pathsgd": 1, "sgd": 1, "adagrad": 2, ("sgd", "unbalanced"): 7}
+ALPHA = {"pathsgd": 1, "sgd": 1, "adagrad": 2, ("sgd", "unbalanced"): 7, "pathsgd_momentum": 2, "sgd_momentum": 2,
+         "path_adagrad": 3, "adam": 3, "path_adam": 4}
 
 
 def make_cfg(*overrides: str):
@@ -51,12 +52,16 @@ def user_loop(c: dict, optimizer: str, epochs: int) -> MLP:
     order = torch.Generator().manual_seed(train_mod._derive_seed(c["seed"], "batches"))
     model = train_mod._build_model(c, data.in_features, data.num_classes, c["seed"])
     lr = step_size(c["alpha"])
-    if optimizer == "pathsgd":
-        opt = PathSGD(model, lr)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr)
-    else:
-        opt = torch.optim.Adagrad(model.parameters(), lr=lr)
+    opt = {
+        "pathsgd": lambda: PathSGD(model, lr),
+        "sgd": lambda: torch.optim.SGD(model.parameters(), lr=lr),
+        "adagrad": lambda: torch.optim.Adagrad(model.parameters(), lr=lr),
+        "pathsgd_momentum": lambda: PathSGD(model, lr, momentum=0.9),
+        "sgd_momentum": lambda: torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9),
+        "path_adagrad": lambda: PathAdaGrad(model, lr),
+        "adam": lambda: torch.optim.Adam(model.parameters(), lr=lr),
+        "path_adam": lambda: PathAdam(model, lr),
+    }[optimizer]()
     x, y = data.train_x, data.train_y
     for _ in range(epochs):
         model.train()
@@ -101,12 +106,21 @@ def test_the_runner_trains_as_a_users_loop_with_the_public_optimizer(tmp_path, o
         assert not torch.equal(w, initial[name]), f"{name} did not move"
 
 
+@pytest.mark.parametrize("optimizer", ["pathsgd_momentum", "sgd_momentum", "path_adagrad", "adam", "path_adam"])
+def test_the_runner_trains_the_family_as_a_users_loop(tmp_path, optimizer):
+    summary = train(make_cfg(f"optimizer={optimizer}", f"alpha={ALPHA[optimizer]}", "model.dropout=0.5"), run_dir=tmp_path)
+    assert summary["status"] == "completed"
+    runner = load_checkpoint(tmp_path / "checkpoint.pt")["model"]
+    for name, w in user_loop(summary["config"], optimizer, epochs=2).state_dict().items():
+        torch.testing.assert_close(runner[name], w, rtol=1e-6, atol=0, msg=lambda m, name=name: f"{name}: {m}")
+
+
 def test_the_paper_update_check_catches_an_update_without_gamma(monkeypatch, tmp_path):
     """The check above is not vacuous: Path-SGD with the division by gamma dropped (plain SGD) fails it."""
     from pathsgd import optim
 
-    def sgd_instead(params, grads, lrs, rows, cols, *, scratch=None):
-        for w, g, lr in zip(params, grads, lrs):
+    def sgd_instead(params, grads, momentum_buffers, rows, cols, *, lr, scratch=None, **momentum):
+        for w, g in zip(params, grads):
             w.add_(g, alpha=-lr)
 
     monkeypatch.setattr(optim, "path_sgd", sgd_instead)

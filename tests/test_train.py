@@ -406,7 +406,7 @@ def test_cli_default_run_dir_is_deterministic_and_resumable(tmp_path):
         (("alpha=nan",), "alpha=nan is not finite: alpha must be a finite real"),
         (("epochs=0",), "epochs=0 is not a positive integer"),
         (("batch_size=0",), "batch_size=0 is not a positive integer"),
-        (("optimizer.name=adam",), "optimizer.name='adam' is unknown: choose one of sgd, adagrad, pathsgd"),
+        (("optimizer.name=rmsprop",), "optimizer.name='rmsprop' is unknown: choose one of sgd, adagrad, pathsgd, sgd_momentum"),
         (("alpha=400",), "alpha=400 is out of range"),
         (("init=unbalanced", "init.max_exponent=60", "init.n_units=2000"), "init.*): unbalanced_init_ with max_exponent=60"),
         (("optimizer.kwargs.p=0.5",), "optimizer.kwargs.*): p=0.5 is invalid"),

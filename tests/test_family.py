@@ -1,0 +1,143 @@
+"""Path-SGD with momentum, Path-AdaGrad and Path-Adam: Theorem 4.1 for each (and torch's counterparts fail it),
+each equal to its torch counterpart where gamma is 1 on every edge, and the paper's unbalanced init at 2 x 4000."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pathsgd import MLP, PathAdaGrad, PathAdam, PathSGD, balanced_init_, unbalanced_init_
+
+from .test_optim import batches, check_invariance
+
+VARIANTS = {
+    "momentum": lambda m: PathSGD(m, lr=0.05, momentum=0.9),
+    "momentum+dampening": lambda m: PathSGD(m, lr=0.05, momentum=0.9, dampening=0.3),
+    "nesterov": lambda m: PathSGD(m, lr=0.05, momentum=0.9, nesterov=True),
+    "adagrad": lambda m: PathAdaGrad(m, lr=0.05),
+    "adam": lambda m: PathAdam(m, lr=0.01),
+    "adam+decoupled weight decay": lambda m: PathAdam(m, lr=0.01, weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("make_opt", VARIANTS.values(), ids=VARIANTS.keys())
+def test_theorem_4_1_holds_for_each_path_variant(make_opt):
+    check_invariance(make_opt, steps=6, rtol=1e-9)
+
+
+TORCH = {
+    "SGD momentum": lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9),
+    "SGD nesterov": lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, nesterov=True),
+    "Adagrad": lambda m: torch.optim.Adagrad(m.parameters(), lr=0.05),
+    "Adam": lambda m: torch.optim.Adam(m.parameters(), lr=0.01),
+    "AdamW": lambda m: torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1),
+    "Adam with L2 on the path variant's direction": lambda m: torch.optim.Adam(m.parameters(), lr=0.01, weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("make_opt", TORCH.values(), ids=TORCH.keys())
+def test_torch_counterparts_fail_the_invariance_test(make_opt):
+    with pytest.raises(AssertionError):
+        check_invariance(make_opt, steps=6, rtol=1e-9)
+
+
+PAIRS = {  # path variant, its torch counterpart: equal where gamma = 1
+    "momentum": (lambda m: PathSGD(m, 0.05, momentum=0.9, dampening=0.2),
+                 lambda m: torch.optim.SGD(m.parameters(), 0.05, momentum=0.9, dampening=0.2)),
+    "nesterov": (lambda m: PathSGD(m, 0.05, momentum=0.8, nesterov=True),
+                 lambda m: torch.optim.SGD(m.parameters(), 0.05, momentum=0.8, nesterov=True)),
+    "plain": (lambda m: PathSGD(m, 0.05), lambda m: torch.optim.SGD(m.parameters(), 0.05)),
+    "adagrad": (lambda m: PathAdaGrad(m, 0.05, eps=1e-6), lambda m: torch.optim.Adagrad(m.parameters(), 0.05, eps=1e-6)),
+    "adam": (lambda m: PathAdam(m, 0.01, betas=(0.8, 0.95), eps=1e-6),
+             lambda m: torch.optim.Adam(m.parameters(), 0.01, betas=(0.8, 0.95), eps=1e-6)),
+    "adamw": (lambda m: PathAdam(m, 0.01, weight_decay=0.3),
+              lambda m: torch.optim.AdamW(m.parameters(), 0.01, weight_decay=0.3, foreach=False)),
+}
+
+
+@pytest.mark.parametrize("pair", PAIRS.values(), ids=PAIRS.keys())
+def test_with_gamma_one_each_variant_is_its_torch_counterpart(pair):
+    """A network without hidden units has gamma = 1 on every edge: the same trajectory as torch's, in float64.
+    (The adaptive variants step about lr / sqrt(gamma) per weight, so on a hidden layer their lr is smaller.)"""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 3)).double()
+    twin, start = copy.deepcopy(net), copy.deepcopy(net)
+    ours, theirs = pair[0](net), pair[1](twin)
+    for x, y in batches(8):
+        for model, opt in ((net, ours), (twin, theirs)):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        for a, b in zip(net.parameters(), twin.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+    assert not torch.equal(net[0].weight, start[0].weight)  # it moved
+
+
+@pytest.mark.parametrize("make_opt", [lambda m: PathSGD(m, 1e-3, momentum=0.9), lambda m: PathAdaGrad(m, 1e-4),
+                                      lambda m: PathAdam(m, 1e-6)], ids=["momentum", "adagrad", "adam"])
+def test_unbalanced_init_at_2x4000_in_float32_tracks_the_balanced_run(make_opt):
+    torch.manual_seed(0)
+    balanced = MLP(784, 10).float()
+    balanced_init_(balanced, torch.Generator().manual_seed(0))
+    unbalanced = copy.deepcopy(balanced)
+    exps = unbalanced_init_(unbalanced, torch.Generator().manual_seed(1))
+    assert max(e.max().item() for e in exps) > 10  # some unit scaled beyond 1e10
+    g = torch.Generator().manual_seed(2)
+    teacher = torch.randn(784, 10, generator=g)
+    data = [(x, ((x - 0.5) @ teacher).argmax(1)) for x in (torch.rand(100, 784, generator=g) for _ in range(8))]
+    def whole(model):
+        with torch.no_grad():
+            return sum(F.cross_entropy(model(x), y).item() for x, y in data) / len(data)
+
+    start = whole(balanced)
+    losses = {}
+    for name, model in (("balanced", balanced), ("unbalanced", unbalanced)):
+        opt = make_opt(model)
+        losses[name] = []
+        for x, y in data:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            losses[name].append(loss.item())
+    assert all(math.isfinite(v) for v in losses["balanced"] + losses["unbalanced"])
+    assert whole(balanced) < start  # it trains
+    torch.testing.assert_close(torch.tensor(losses["unbalanced"]), torch.tensor(losses["balanced"]), rtol=1e-3, atol=0)
+
+
+def test_state_dict_round_trip_continues_the_same_trajectory():
+    torch.manual_seed(0)
+    model = MLP(6, 3, hidden=(5,)).double()
+    data = batches(6)
+    runs = []
+    for split in (None, 3):
+        m = copy.deepcopy(model)
+        opt = PathAdam(m, 0.01)
+        for t, (x, y) in enumerate(data):
+            if t == split:  # a fresh optimizer from the saved state
+                state = copy.deepcopy(opt.state_dict())
+                opt = PathAdam(m, 0.5)
+                opt.load_state_dict(state)
+            opt.step(lambda x=x, y=y, m=m, opt=opt: (opt.zero_grad(), F.cross_entropy(m(x), y).backward()))
+        runs.append(m)
+    for a, b in zip(runs[0].parameters(), runs[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda m: PathSGD(m, 0.1, momentum=-1.0), "momentum=-1.0 is invalid"),
+    (lambda m: PathSGD(m, 0.1, nesterov=True), "nesterov=True needs momentum > 0"),
+    (lambda m: PathAdaGrad(m, 0.1, eps=float("nan")), "eps=nan is invalid"),
+    (lambda m: PathAdam(m, 0.1, betas=(1.0, 0.9)), r"betas=\(1.0, 0.9\) is invalid"),
+    (lambda m: PathAdam(m, 0.1, weight_decay=-1.0), "weight_decay=-1.0 is invalid"),
+    (lambda m: PathAdam(m, float("inf")), "lr=inf is invalid"),
+    (lambda m: PathAdaGrad(m.parameters(), 0.1), "PathAdaGrad needs the model itself"),
+])
+def test_bad_hyperparameters_are_refused(build, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        build(MLP(4, 2, hidden=(3,)))
