@@ -309,6 +309,23 @@ def _run_name(overrides: tuple[str, ...]) -> str:
         return run_name(compose(config_name="config", overrides=list(overrides)))
 
 
+def check_device(exp: dict) -> None:
+    """A study that asks for CUDA (``device=cuda`` among its overrides) refuses to start where there is none,
+    rather than training the paper's 2 x 4000 network on a CPU for days; ``device=cpu`` (e.g. OVERRIDES) says so."""
+    for phase in ("sweep", "final"):
+        for dataset in exp["datasets"]:
+            devices = [o.split("=", 1)[1] for o in Run(phase, dataset, "sgd", "balanced", 0.0, 0, 0).overrides(exp)
+                       if o.startswith("device=")]
+            if devices and devices[-1].startswith("cuda"):
+                import torch
+
+                if not torch.cuda.is_available():
+                    raise PipelineError(
+                        f"{exp['name']} asks for device={devices[-1]} and CUDA is not available here: run it on a "
+                        "GPU machine, or add the override device=cpu (make ... OVERRIDES=device=cpu) to train on the "
+                        "CPU (the paper's 2 x 4000 network: days)")
+
+
 def run_finished(path: Path, epochs: int) -> bool:
     """Finished (completed with ``epochs``, or diverged) and its records whole: ``metrics.csv`` holds every epoch
     that ``summary.json`` reports. Anything else is run again with resume=true, which rebuilds the records from
@@ -468,6 +485,8 @@ def reproduce(
     """Run ``steps`` of the pipeline for ``exp``; return the paths written."""
     t0 = time.perf_counter()
     exp = {**exp, "extra_overrides": list(extra)}  # they enter each run's name, as its config
+    if {"sweep", "final"} & set(steps):
+        check_device(exp)
     out = results_dir(exp)
     out.mkdir(parents=True, exist_ok=True)
     sweep = plan_sweep(exp)

@@ -503,6 +503,8 @@ def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str
         members.append(m)
 
     env = {"commit": _git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda, "device": _device_name(device)}
+    for m in members:  # say where it runs and where it writes: device=auto falls back to the CPU silently otherwise
+        log.info("%s on %s (%s) -> %s", run_name(m.c), device, env["device"], m.run_dir.resolve())
     t_start = time.perf_counter()
 
     def summary(m: _Member, error: str | None = None) -> dict[str, Any]:
@@ -520,7 +522,7 @@ def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str
         m.sink.write(m.rows)
         if m.wandb is not None:
             m.wandb.log(m.rows[-1])
-        _log_row(m.rows[-1], prefix="" if len(members) == 1 else f"alpha={_alpha_text(m.c['alpha'])}: ")
+        _log_row(m.rows[-1], m.c["epochs"], prefix="" if len(members) == 1 else f"alpha={_alpha_text(m.c['alpha'])}: ")
 
     try:
         if c["logger"]["name"] == "wandb":  # one member: a batched sweep is refused W&B in train()
@@ -601,7 +603,7 @@ def _resume(m: _Member) -> None:
             log.warning("%s already holds a run; starting afresh over it (resume=true would continue it)", m.run_dir)
         return
     if not ckpt_path.is_file():
-        log.warning("no checkpoint in %s; starting afresh", m.run_dir)
+        log.info("no checkpoint in %s yet: a fresh start", m.run_dir)  # what resume=true in a sweep expects
         return
     try:
         state = load_checkpoint(ckpt_path)
@@ -708,12 +710,14 @@ def _checkpoint_record(
     }
 
 
-def _log_row(row: Mapping[str, Any], prefix: str = "") -> None:
+def _log_row(row: Mapping[str, Any], epochs: int, prefix: str = "") -> None:
+    """One line per epoch (the progress bar shows only on a terminal; these lines go to the log everywhere)."""
+    left = (epochs - row["epoch"]) * row["seconds"] / row["epoch"] if row["epoch"] else None
     log.info(
-        "%sepoch %d  train_loss %.4g  train_error %.4f  val_error %s  test_error %.4f  path_norm %.4g  (%.1f s)",
-        prefix, row["epoch"], row["train_loss"], row["train_error"],
+        "%sepoch %d/%d  train_loss %.4g  train_error %.4f  val_error %s  test_error %.4f  path_norm %.4g  (%.1f s%s)",
+        prefix, row["epoch"], epochs, row["train_loss"], row["train_error"],
         "-" if row["val_error"] is None else f"{row['val_error']:.4f}",
-        row["test_error"], row["path_norm"], row["seconds"],
+        row["test_error"], row["path_norm"], row["seconds"], "" if left is None else f", about {left:.0f} s of training left",
     )
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 import pytest
 import yaml
 
@@ -372,3 +373,13 @@ def test_killing_the_driver_ends_its_runs_as_interrupted(tmp_path):
     assert summary["status"] == "interrupted", summary["status"]
     ps = subprocess.run(["pgrep", "-f", str(sweep)], capture_output=True, text=True)
     assert ps.stdout.strip() == "", "a runner of the killed driver is still training"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no CUDA")
+def test_a_gpu_study_refuses_to_start_without_cuda_unless_told_cpu(tmp_path):
+    exp = rp.load_experiment(REPO / "experiments" / "fig2.yaml")
+    with pytest.raises(rp.PipelineError, match="asks for device=cuda and CUDA is not available here"):
+        rp.check_device(exp)
+    rp.check_device({**exp, "extra_overrides": ["device=cpu"]})  # said: no error
+    for name in ("fig2_mnist", "fig2_fashion_mnist", "smoke/fig2"):  # the CPU studies ask for the CPU
+        rp.check_device(rp.load_experiment(REPO / "experiments" / f"{name}.yaml"))

@@ -189,8 +189,14 @@ def test_resume_of_a_completed_run_only_reports(tmp_path, monkeypatch, caplog):
 
 
 def test_resume_without_a_checkpoint_starts_afresh(tmp_path, caplog):
+    """A fresh start is what a sweep's resume=true expects the first time: said at INFO, not as a warning; the run
+    also says where it runs and writes, and each epoch's line how much training is left."""
+    caplog.set_level("INFO", logger="pathsgd.train")
     summary = train(make_cfg("resume=true"), run_dir=tmp_path)
-    assert f"no checkpoint in {tmp_path}; starting afresh" in caplog.text
+    assert f"no checkpoint in {tmp_path} yet: a fresh start" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert f"on cpu (cpu) -> {tmp_path.resolve()}" in caplog.text and "epoch 1/2" in caplog.text
+    assert "s of training left" in caplog.text
     assert summary["status"] == "completed"
     check_record(tmp_path, 2)
 
