@@ -31,7 +31,6 @@ import argparse
 import datetime
 import functools
 import json
-import math
 import os
 import signal
 import subprocess
@@ -46,14 +45,11 @@ import pandas as pd
 import yaml
 
 from pathsgd.selection import DEFAULT_TOLERANCE, chosen_alpha, select_alphas
-from pathsgd.sinks import COLUMNS as METRICS_CSV_COLUMNS
+from pathsgd.collect import read_run, read_summary, tidy
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("sweep", "select", "final", "aggregate", "plot")
 FINISHED = ("completed", "diverged")
-# The runner's per-epoch columns (metrics.csv's first seven, the runner's contract with this pipeline).
-METRIC_COLUMNS = list(METRICS_CSV_COLUMNS[:7])
-RUN_COLUMNS = ["dataset", "optimizer", "init", "dropout", "alpha", "phase", "seed", "width", *METRIC_COLUMNS, "status"]
 # The run directory's name inside <raw>/<name>/<phase>/<dataset>/: Hydra resolves it per job (pathsgd.train.run_name).
 SUBDIR = "${pathsgd_run:}"
 # With sweep.batched: Hydra's own directory of each batched job (its members go to SUBDIR's names, via sweep.dir).
@@ -330,7 +326,7 @@ def run_finished(path: Path, epochs: int) -> bool:
     """Finished (completed with ``epochs``, or diverged) and its records whole: ``metrics.csv`` holds every epoch
     that ``summary.json`` reports. Anything else is run again with resume=true, which rebuilds the records from
     the checkpoint. (A run of another configuration has another directory: see pathsgd.train.run_name.)"""
-    info = _read_summary(path)
+    info = read_summary(path)
     done = info.get("epochs_completed")
     if info.get("status") not in FINISHED or done is None:
         return False
@@ -339,14 +335,6 @@ def run_finished(path: Path, epochs: int) -> bool:
     except OSError:
         return False
     return rows == int(done) + 1 and (info["status"] == "diverged" or int(done) >= epochs)
-
-
-def _read_summary(path: Path) -> dict:
-    """``summary.json`` of a run directory; {} when it is missing or unreadable (a run killed mid-write)."""
-    try:
-        return json.loads((path / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def launch(
@@ -391,52 +379,11 @@ def _quote(arg: str) -> str:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _width(hidden: Any) -> int | str:
-    if isinstance(hidden, (list, tuple)) and hidden:
-        return int(hidden[0]) if len(set(hidden)) == 1 else "x".join(str(h) for h in hidden)
-    return hidden if hidden is not None else ""
-
-
-def read_run(run: Run, path: Path) -> pd.DataFrame:
-    """One run's tidy rows: its metrics.csv with the run's coordinates and status beside every epoch.
-
-    A run without ``metrics.csv`` gives one row with no epoch and status ``failed``; a run with metrics but
-    no ``summary.json`` (killed mid-way) is ``incomplete``.
-    """
-    info = _read_summary(path)
-    config = info.get("config", {}) or {}
-    status = info.get("status") or ("incomplete" if (path / "metrics.csv").exists() else "failed")
-    if (path / "metrics.csv").exists():
-        metrics = pd.read_csv(path / "metrics.csv")
-    else:
-        metrics = pd.DataFrame({"epoch": [math.nan]})
-    for column in METRIC_COLUMNS:
-        if column not in metrics.columns:
-            metrics[column] = math.nan
-    metrics = metrics[METRIC_COLUMNS].copy()
-    coords = dict(
-        dataset=run.dataset,
-        optimizer=run.optimizer,
-        init=run.init,
-        dropout=float(run.dropout),
-        alpha=run.alpha,
-        phase=run.phase,
-        seed=run.seed,
-        width=_width(config.get("model", {}).get("hidden")),
-        status=status,
-    )
-    for key, value in coords.items():
-        metrics[key] = value
-    return metrics[RUN_COLUMNS]
-
-
 def aggregate(exp: dict, runs: Iterable[Run]) -> pd.DataFrame:
-    frames = [read_run(run, run.path(exp)) for run in runs]
-    if not frames:
-        return pd.DataFrame(columns=RUN_COLUMNS)
-    table = pd.concat(frames, ignore_index=True)
-    return table.sort_values(["phase", "dataset", "optimizer", "init", "dropout", "alpha", "seed", "epoch"],
-                             kind="stable", ignore_index=True)
+    """The planned runs' tidy rows (through pathsgd.collect, with the study's own labels as coordinates)."""
+    return tidy(read_run(run.path(exp), dict(dataset=run.dataset, optimizer=run.optimizer, init=run.init,
+                                             dropout=run.dropout, alpha=run.alpha, phase=run.phase, seed=run.seed))
+                for run in runs)
 
 
 def read_selection(path: Path) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
+from pathsgd.collect import METRIC_COLUMNS, RUN_COLUMNS
 from pathsgd.checkpoint import load_checkpoint
 from pathsgd.sinks import read_metrics_csv
 from pathsgd.train import ConfigError, run_name, train
@@ -193,7 +194,7 @@ def test_reproduce_with_a_batched_sweep_selects_and_aggregates(tmp_path, capfd):
     assert len(runs) == len(ref_runs) == 2 * 2 * (3 * 3 - 1)  # 4 cells x 3 alphas x 3 rows; -30 stops after 2
     assert set(runs[runs.alpha == -30].status) == {"diverged"} and set(runs[runs.alpha != -30].status) == {"completed"}
     assert runs.drop(columns="seconds").columns.equals(ref_runs.drop(columns="seconds").columns)
-    pd.testing.assert_frame_equal(runs.drop(columns=["seconds", *rp.METRIC_COLUMNS]), ref_runs.drop(columns=["seconds", *rp.METRIC_COLUMNS]))
-    metrics = [c for c in rp.METRIC_COLUMNS if c != "seconds"]
+    pd.testing.assert_frame_equal(runs.drop(columns=["seconds", *METRIC_COLUMNS]), ref_runs.drop(columns=["seconds", *METRIC_COLUMNS]))
+    metrics = [c for c in METRIC_COLUMNS if c != "seconds"]
     pd.testing.assert_frame_equal(runs[metrics], ref_runs[metrics], rtol=0, atol=0)
     pd.testing.assert_frame_equal(sel, ref_sel)

@@ -32,3 +32,23 @@ def test_notebook_has_no_stored_outputs():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")
     assert "PATHSGD_RESULTS" in nb.cells[1].source
+
+
+def test_notebook_reads_a_collected_csv_of_own_runs_without_warnings(tmp_path):
+    """PATHSGD_RUNS: a tidy CSV from python -m pathsgd.collect (runs of phase `single`); deprecation warnings fail it."""
+    import pandas as pd
+
+    tidy_fixture(tmp_path, "mine")
+    table = pd.read_csv(tmp_path / "mine" / "runs.csv")
+    table.loc[table.phase == "final", "phase"] = "single"
+    table.to_csv(tmp_path / "my_runs.csv", index=False)
+    from pandas.errors import Pandas4Warning
+
+    env = {**os.environ, "PATHSGD_RUNS": str(tmp_path / "my_runs.csv"), "PATHSGD_RESULTS": str(tmp_path / "none"),
+           # the kernel inherits this: pandas' deprecations become errors in the notebook's cells
+           "PYTHONWARNINGS": f"error::{Pandas4Warning.__module__}.{Pandas4Warning.__name__}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake", str(NOTEBOOK)],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]

@@ -18,7 +18,9 @@ import pandas as pd
 import torch
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
 
+from pathsgd.collect import METRIC_COLUMNS, RUN_COLUMNS
 from pathsgd import reproduce as rp
 from pathsgd.selection import select_alphas
 
@@ -179,7 +181,7 @@ def test_aggregate_reads_run_directories_into_the_tidy_table(tmp_path):
     fake_run(runs[1].path(exp), [0.9, 0.3, 0.2])
     fake_run(runs[2].path(exp), [0.9, 0.5], status=None)  # killed: metrics but no summary
     table = rp.aggregate(exp, runs + [rp.Run("sweep", "d1", "sgd", "balanced", 0.0, 7, 0)])  # 7: never ran
-    assert list(table.columns) == rp.RUN_COLUMNS
+    assert list(table.columns) == RUN_COLUMNS
     status = table.groupby("alpha")["status"].first().to_dict()
     assert status == {-6: "diverged", 1: "completed", 2: "incomplete", 7: "failed"}
     assert set(table[table.alpha == 1].width) == {16}
@@ -218,7 +220,7 @@ def tidy_fixture(root: Path, name: str, datasets=("mnist", "svhn"), inits=("bala
                                      status="completed"))
     out = root / name
     out.mkdir(parents=True)
-    table = pd.DataFrame(rows, columns=rp.RUN_COLUMNS)
+    table = pd.DataFrame(rows, columns=RUN_COLUMNS)
     table.to_csv(out / "runs.csv", index=False)
     select_alphas(table[table.phase == "sweep"]).to_csv(out / "selection.csv", index=False)
     return out
@@ -281,7 +283,7 @@ def test_tiny_pipeline_through_the_runner_and_resume(tmp_path, capfd):
     exp = tiny_exp(tmp_path)
     paths = rp.reproduce(exp)
     runs = pd.read_csv(paths["runs"])
-    assert list(runs.columns) == rp.RUN_COLUMNS
+    assert list(runs.columns) == RUN_COLUMNS
     sweep, final = runs[runs.phase == "sweep"], runs[runs.phase == "final"]
     assert len(sweep.groupby(["optimizer", "alpha"])) == 4 and set(sweep.init) == {"balanced"}
     assert sweep[(sweep.optimizer == "sgd") & (sweep.alpha == -30)].status.iloc[0] == "diverged"
@@ -383,3 +385,21 @@ def test_a_gpu_study_refuses_to_start_without_cuda_unless_told_cpu(tmp_path):
     rp.check_device({**exp, "extra_overrides": ["device=cpu"]})  # said: no error
     for name in ("fig2_mnist", "fig2_fashion_mnist", "smoke/fig2"):  # the CPU studies ask for the CPU
         rp.check_device(rp.load_experiment(REPO / "experiments" / f"{name}.yaml"))
+
+
+def test_collect_gathers_any_run_directories_into_the_tidy_table(tmp_path):
+    """Runs made with `python -m pathsgd.train` (single and --multirun) become the pipeline's tidy table."""
+    from pathsgd.collect import main as collect_main
+    from pathsgd.train import train
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        for optimizer, alpha in (("sgd", 1), ("pathsgd", 2)):
+            cfg = compose(config_name="config", overrides=["dataset=synthetic", *TINY, "data.validation=100", "epochs=2", f"optimizer={optimizer}",
+                                                          f"alpha={alpha}"])
+            train(cfg, run_dir=tmp_path / "runs" / "nested" / optimizer)
+    collect_main([str(tmp_path / "runs"), "--out", str(tmp_path / "tidy.csv")])
+    table = pd.read_csv(tmp_path / "tidy.csv")
+    assert list(table.columns) == RUN_COLUMNS
+    assert set(zip(table.optimizer, table.alpha)) == {("sgd", 1), ("pathsgd", 2)}
+    assert set(table.status) == {"completed"} and set(table.phase) == {"single"} and set(table.width) == {8}
+    assert len(table) == 2 * 3  # two runs, epochs 0..2

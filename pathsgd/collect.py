@@ -1,0 +1,110 @@
+"""Run directories -> one tidy CSV: ``python -m pathsgd.collect DIR... --out FILE``.
+
+Any run directories (single runs of ``python -m pathsgd.train``, a ``--multirun``'s, a figure study's): each
+directory below DIR holding ``summary.json`` or ``metrics.csv`` is a run, and its ``metrics.csv`` becomes rows of
+the table, with the run's coordinates from its saved config beside every epoch. The figure pipeline's
+aggregation reads runs through :func:`read_run` too, so the notebook reads either table the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pathsgd.sinks import COLUMNS as METRICS_CSV_COLUMNS
+
+# The runner's per-epoch columns (metrics.csv's first seven, the runner's contract with this table).
+METRIC_COLUMNS = list(METRICS_CSV_COLUMNS[:7])
+RUN_COLUMNS = ["dataset", "optimizer", "init", "dropout", "alpha", "phase", "seed", "width", *METRIC_COLUMNS, "status"]
+ORDER = ["phase", "dataset", "optimizer", "init", "dropout", "alpha", "seed", "epoch"]
+
+
+def read_summary(path: Path) -> dict:
+    """``summary.json`` of a run directory; {} when it is missing or unreadable (a run killed mid-write)."""
+    try:
+        return json.loads((Path(path) / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _width(hidden: Any) -> int | str:
+    if isinstance(hidden, (list, tuple)) and hidden:
+        return int(hidden[0]) if len(set(hidden)) == 1 else "x".join(str(h) for h in hidden)
+    return hidden if hidden is not None else ""
+
+
+def _number(x: Any) -> Any:
+    """3 for 3.0 (alphas as the runner names them), anything else as it is."""
+    return int(x) if isinstance(x, float) and x.is_integer() else x
+
+
+def read_run(path: Path, coords: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """One run's tidy rows: its metrics.csv with the run's coordinates and status beside every epoch.
+
+    ``coords`` (dataset, optimizer, init, dropout, alpha, phase, seed) default to the run's saved config. A run
+    without ``metrics.csv`` gives one row with no epoch and status ``failed``; a run with metrics but no
+    readable ``summary.json`` (killed mid-way) is ``incomplete``.
+    """
+    path = Path(path)
+    info = read_summary(path)
+    config = info.get("config", {}) or {}
+    status = info.get("status") or ("incomplete" if (path / "metrics.csv").exists() else "failed")
+    metrics = pd.read_csv(path / "metrics.csv") if (path / "metrics.csv").exists() else pd.DataFrame({"epoch": [math.nan]})
+    for column in METRIC_COLUMNS:
+        if column not in metrics.columns:
+            metrics[column] = math.nan
+    metrics = metrics[METRIC_COLUMNS].copy()
+    if coords is None:
+        coords = dict(dataset=config.get("dataset", {}).get("name"), optimizer=config.get("optimizer", {}).get("name"),
+                      init=config.get("init", {}).get("name"), dropout=config.get("model", {}).get("dropout"),
+                      alpha=_number(config.get("alpha")), phase=config.get("phase"), seed=config.get("seed"))
+    row = dict(coords, dropout=float(coords["dropout"]) if coords.get("dropout") is not None else math.nan,
+               width=_width(config.get("model", {}).get("hidden")), status=status)
+    for key, value in row.items():
+        metrics[key] = value
+    return metrics[RUN_COLUMNS]
+
+
+def tidy(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    frames = list(frames)
+    if not frames:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    return pd.concat(frames, ignore_index=True).sort_values(ORDER, kind="stable", ignore_index=True)
+
+
+def run_directories(roots: Iterable[str | Path]) -> list[Path]:
+    """Every directory at or below ``roots`` that holds a run's summary.json or metrics.csv."""
+    found = set()
+    for root in roots:
+        for name in ("summary.json", "metrics.csv"):
+            found.update(p.parent for p in Path(root).rglob(name) if ".submitit" not in p.parts)
+    return sorted(found)
+
+
+def collect(roots: Iterable[str | Path]) -> pd.DataFrame:
+    return tidy(read_run(path) for path in run_directories(roots))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m pathsgd.collect", description=__doc__.split("\n\n")[0])
+    ap.add_argument("dirs", nargs="+", type=Path, help="directories searched recursively for runs")
+    ap.add_argument("--out", type=Path, required=True, help="the tidy CSV to write")
+    args = ap.parse_args(argv)
+    missing = [str(d) for d in args.dirs if not d.is_dir()]
+    if missing:
+        ap.error(f"not a directory: {', '.join(missing)}")
+    table = collect(args.dirs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    runs = table.groupby(["phase", "dataset", "optimizer", "init", "dropout", "alpha", "seed"], dropna=False).ngroups
+    print(f"wrote {args.out}: {runs} runs, {len(table)} rows")
+
+
+if __name__ == "__main__":
+    main()
