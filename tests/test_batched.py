@@ -12,7 +12,7 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
-from pathsgd.collect import METRIC_COLUMNS, RUN_COLUMNS
+from pathsgd.collect import METRIC_COLUMNS
 from pathsgd.checkpoint import load_checkpoint
 from pathsgd.sinks import read_metrics_csv
 from pathsgd.train import ConfigError, run_name, train

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from pathsgd.collect import METRIC_COLUMNS, RUN_COLUMNS
+from pathsgd.collect import RUN_COLUMNS
 from pathsgd import reproduce as rp
 from pathsgd.selection import select_alphas
 
