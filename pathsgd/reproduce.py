@@ -111,6 +111,7 @@ def load_experiment(path: str | os.PathLike) -> dict:
     exp = _merge(DEFAULTS, _load_raw(path))
     stand_ins = exp.pop("stand_ins", None) or {}
     exp["datasets"] = {label: list(stand_ins.get(label, ovr)) for label, ovr in exp["datasets"].items()}
+    exp["stand_in"] = sorted(set(stand_ins) & set(exp["datasets"]))  # labels whose data are generated stand-ins
     exp["file"] = str(path)
     _validate(exp)
     return exp
@@ -482,6 +483,8 @@ def reproduce(
         cmd = [python, str(REPO / "scripts" / "plot_figures.py"), str(out), "--kind", exp["plot"], "--out", str(fig)]
         if exp.get("title"):
             cmd += ["--title", str(exp["title"])]
+        if exp.get("stand_in"):
+            cmd += ["--stand-in", *exp["stand_in"]]
         subprocess.run(cmd, check=True)
         paths["png"], paths["pdf"] = fig.with_suffix(".png"), fig.with_suffix(".pdf")
     if failures:

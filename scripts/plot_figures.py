@@ -46,6 +46,14 @@ DATASET_NAMES = {
 METRICS = [("train_loss", "cross-entropy (train)"), ("train_error", "training error"), ("test_error", "test error")]
 
 
+STAND_INS: set[str] = set()  # dataset labels drawn as "stand-in for ...": their data are generated, not the dataset
+
+
+def _dataset_label(dataset: str) -> str:
+    name = DATASET_NAMES.get(dataset, dataset)
+    return f"generated stand-in\nfor {name}" if dataset in STAND_INS else name
+
+
 def _opt(name: str) -> tuple[str, str]:
     return OPT_STYLE.get(name, ("tab:gray", name))
 
@@ -154,6 +162,15 @@ def plot_alpha(ax, runs: pd.DataFrame, selection: pd.DataFrame, dataset: str) ->
                     a = float(sel["alpha"].iloc[0])
                     if a in ok.index:
                         ax.plot([a], [ok.loc[a]], "o", ms=11, mfc="none", mec=color, mew=1.5)
+    # The axis spans the alphas that trained; diverged ones beyond it (the smoke studies' -30) are named, not drawn.
+    usable = last[last["status"] == "completed"]["alpha"]
+    if not usable.empty:
+        lo, hi = float(usable.min()) - 0.5, float(usable.max()) + 0.5
+        ax.set_xlim(lo, hi)
+        outside = sorted(a for a in last["alpha"].unique() if not lo <= a <= hi)
+        if outside:
+            ax.text(0.02, 0.02, "diverged, off axis: alpha = " + ", ".join(f"{a:g}" for a in outside),
+                    transform=ax.transAxes, fontsize=7, ha="left", va="bottom")
     ax.set_xlabel(r"$\alpha$ (step $10^{-\alpha}$)")
     ax.set_ylabel("validation error (last sweep epoch)")
     ax.set_ylim(0, top * 1.05)
@@ -180,7 +197,7 @@ def figure_curves(results: Path, title: str | None) -> plt.Figure:
     for row, dataset in zip(axes, datasets):
         plot_curves_row(row[:3], final, dataset)
         plot_alpha(row[3], runs, selection, dataset)
-        row[0].annotate(DATASET_NAMES.get(dataset, dataset), xy=(-0.32, 0.5), xycoords="axes fraction",
+        row[0].annotate(_dataset_label(dataset), xy=(-0.32, 0.5), xycoords="axes fraction",
                         rotation=90, va="center", ha="center", fontsize=12, fontweight="bold")
     handles, labels = [], []
     for ax in axes.flat:
@@ -266,7 +283,7 @@ def figure_fig1(results: Path, title: str | None) -> plt.Figure:
     ax_a.set_yscale("log")
     ax_a.set_xlabel("epoch")
     ax_a.set_ylabel("cross-entropy (train)")
-    ax_a.set_title(f"(a) SGD on {DATASET_NAMES.get(dataset, dataset)} ({_describe(runs)})")
+    ax_a.set_title(f"(a) SGD on {_dataset_label(dataset)} ({_describe(runs)})".replace("\n", " "))
     ax_a.legend()
     ax_a.grid(alpha=0.3)
     plot_alpha(ax_alpha, runs, selection, dataset)
@@ -297,7 +314,10 @@ def main(argv=None) -> None:
     parser.add_argument("--kind", choices=("curves", "fig1"), default="curves")
     parser.add_argument("--out", type=Path, help="output path without suffix (default: <results>/../figures/<name>)")
     parser.add_argument("--title", default=None)
+    parser.add_argument("--stand-in", nargs="*", default=[], metavar="DATASET",
+                        help="dataset labels whose data are generated stand-ins (smoke studies): said in the figure")
     args = parser.parse_args(argv)
+    STAND_INS.update(args.stand_in)
     out = args.out or args.results.parent / "figures" / args.results.name
     fig = figure_fig1(args.results, args.title) if args.kind == "fig1" else figure_curves(args.results, args.title)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -403,3 +403,22 @@ def test_collect_gathers_any_run_directories_into_the_tidy_table(tmp_path):
     assert set(zip(table.optimizer, table.alpha)) == {("sgd", 1), ("pathsgd", 2)}
     assert set(table.status) == {"completed"} and set(table.phase) == {"single"} and set(table.width) == {8}
     assert len(table) == 2 * 3  # two runs, epochs 0..2
+
+
+def test_stand_in_rows_are_labelled_and_the_alpha_axis_spans_the_usable_grid(tmp_path):
+    import importlib.util
+
+    results = tidy_fixture(tmp_path, "smokeish", datasets=("mnist",))
+    runs = pd.read_csv(results / "runs.csv")
+    far = runs[(runs.phase == "sweep") & (runs.alpha == 1)].copy()
+    far["alpha"], far["status"] = -30, "diverged"
+    pd.concat([runs, far]).to_csv(results / "runs.csv", index=False)
+    spec = importlib.util.spec_from_file_location("plot_figures", REPO / "scripts" / "plot_figures.py")
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    plot.STAND_INS.add("mnist")
+    fig = plot.figure_curves(results, "smoke")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("generated stand-in" in t and "MNIST" in t for t in texts)
+    alpha_ax = fig.axes[3]
+    assert alpha_ax.get_xlim()[0] > -1 and any("off axis: alpha = -30" in t for t in texts)
