@@ -236,6 +236,7 @@ class Multirun:
             sweep("seed", self.seeds),
             f"epochs={self.epochs}",
             f"phase={self.phase}",
+            f"study={exp['name']}",  # W&B groups a study's runs (logger=wandb); not part of a run's name
             "resume=true",
             f"hydra.sweep.dir={out_dir}",
             f"hydra.sweep.subdir={subdir}",

@@ -124,5 +124,12 @@ class WandbSink:
                 value = str(value)
             self.run.summary[key] = value
 
+    def save(self, *paths: str | os.PathLike) -> None:
+        """Copy files (the run's metrics.csv, summary.json, a study's figures) into the W&B run, so that a synced
+        run is complete without the run directory."""
+        for path in map(Path, paths):
+            if path.is_file():
+                self.run.save(str(path), base_path=str(path.parent), policy="now")
+
     def finish(self, exit_code: int = 0) -> None:
         self.run.finish(exit_code=exit_code)

@@ -65,8 +65,8 @@ CHECKPOINT_FORMAT = 1
 # how the step runs, not what it computes (a change is logged). ``speed.tf32`` and ``speed.eval_tf32`` change the
 # numbers' rounding, so a run keeps them: one run's epochs are all float32 or all TF32.
 _RESUME_MAY_CHANGE = (
-    "resume", "epochs", "device", "phase", "checkpoint_every", "logger", "data.root", "data.download", "sweep",
-    "speed.capture",
+    "resume", "epochs", "device", "phase", "study", "checkpoint_every", "logger", "data.root", "data.download",
+    "sweep", "speed.capture",
 )
 # Config keys that do not change what a run computes: left out of its name (alpha is resolved; epochs may grow).
 _NOT_IN_THE_NAME = _RESUME_MAY_CHANGE + ("optimizer.default_alpha",)
@@ -151,6 +151,8 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
         resolve_device(device)  # cuda asked for where there is none
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    if c.get("study") is not None and not isinstance(c["study"], str):
+        raise ConfigError(f"study={c['study']!r} is not a name: a label for the runs of one study (or null)")
     if not isinstance(c.get("resume"), bool):
         raise ConfigError(f"resume={c.get('resume')!r} is not a boolean: choose true or false")
     hidden = c["model"].get("hidden")
@@ -529,7 +531,7 @@ def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str
             m, lg = members[0], c["logger"]
             m.wandb = WandbSink(
                 project=lg["project"], entity=lg.get("entity"), name=f"{c['dataset']['name']}-{run_name(m.c)}",
-                group=lg.get("group"),
+                group=c.get("study") or lg.get("group"),
                 tags=lg.get("tags") or (), job_type=c["phase"], config=m.c, dir=m.run_dir, mode=lg["mode"],
                 run_id=m.wandb_id,
             )
@@ -574,6 +576,7 @@ def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str
     finally:
         for m in members:
             if m.wandb is not None:
+                m.wandb.save(m.run_dir / "metrics.csv", m.run_dir / "summary.json")
                 m.wandb.finish(exit_code=0 if m.status in ("completed", "diverged") else 1)
 
 

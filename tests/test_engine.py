@@ -169,7 +169,7 @@ CHANGES_RESULT = [
     "dataset.synthetic.n_train=300", "seed=1", "model.dropout=0.5", "alpha=2", "speed.tf32=true",
 ]
 # Keys that do not: the same directory, so that resume=true finds the run (epochs: a run may be extended).
-KEEPS_RESULT = ["epochs=5", "resume=true", "device=auto", "phase=final", "checkpoint_every=2", "logger=wandb",
+KEEPS_RESULT = ["epochs=5", "resume=true", "device=auto", "phase=final", "study=fig2", "checkpoint_every=2", "logger=wandb",
                 "data.root=/elsewhere", "data.download=false", "speed.capture=graph", "sweep.batched=true"]
 
 

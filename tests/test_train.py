@@ -363,6 +363,8 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     assert len(runs) == 1 and runs[0].is_dir()
     assert summary["wandb"]["id"] and runs[0].name.endswith(summary["wandb"]["id"])
     assert any(runs[0].glob("*.wandb"))
+    saved = {p.name for p in (runs[0] / "files").iterdir()}
+    assert {"metrics.csv", "summary.json"} <= saved, saved  # a synced run holds the run's records
 
     # wandb.finish() runs after an error too, and the failure is recorded
     import wandb
@@ -586,3 +588,24 @@ def test_a_corrupt_checkpoint_is_one_clear_line(tmp_path, damage):
     message = str(exc.value)
     assert str(ckpt) in message and "cannot be resumed" in message and "resume=false" in message
     assert "weights_only=False" not in message and "\n" not in message
+
+
+def test_a_studys_runs_share_a_wandb_group(tmp_path, monkeypatch):
+    seen = {}
+
+    class Recorder:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+            self.run_id = "r"
+
+        def log(self, row): ...
+        def set_summary(self, values): ...
+        def save(self, *paths): seen["saved"] = [p.name for p in paths]
+        def finish(self, exit_code=0): ...
+
+    monkeypatch.setattr(train_mod, "WandbSink", Recorder)
+    monkeypatch.setattr(train_mod, "_summary_record", lambda *a, **k: {"final": {}, "status": "completed"})
+    train(make_cfg("logger=wandb", "study=fig2", "epochs=1"), run_dir=tmp_path)
+    assert seen["group"] == "fig2" and seen["saved"] == ["metrics.csv", "summary.json"]
+    with pytest.raises(ConfigError, match="study=3 is not a name"):
+        train(make_cfg("study=3"), run_dir=tmp_path / "b")
