@@ -68,8 +68,8 @@ reproduce-cpu: data-mnist fashion-data ## Figures 2 and 3 protocols on MNIST and
 	status=$$?; wait $$! || status=1; exit $$status
 
 .PHONY: report
-report: ## the verdict on the paper's claims from the committed CSVs -> results/REPORT.md
-	$(PY) scripts/report.py
+report: ## the verdict on the paper's claims from the committed CSVs -> results/REPORT.md and README's table
+	$(PY) scripts/report.py --readme README.md
 # <<< reproduce
 
 # >>> data (owned by pathsgd/data.py)

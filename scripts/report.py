@@ -157,6 +157,7 @@ def claim_c3b(runs: pd.DataFrame) -> tuple[str, list[str]]:
     return verdict, lines
 
 
+README_START, README_END = "<!-- verdict table: scripts/report.py -->", "<!-- end of the verdict table -->"
 RULES = """## Rules (written before the numbers are read)
 
 - **C1** (no dropout): a seed is *hurt* when its unbalanced run diverged, or ended with at least twice the balanced
@@ -183,6 +184,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=REPO / "results")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "REPORT.md")
+    ap.add_argument("--readme", type=Path, default=None, help="also write the verdict table into this README")
     args = ap.parse_args(argv)
     out = ["# Does Path-SGD's evidence come back? A verdict computed from the committed CSVs", "",
            "Written by `python scripts/report.py` (`make report`) from `results/<study>/runs.csv` alone.", ""]
@@ -216,6 +218,11 @@ def main(argv=None) -> None:
             "## The numbers", "", *body]
     args.out.write_text("\n".join(out).rstrip() + "\n")
     print(f"wrote {args.out}")
+    if args.readme is not None:  # the README shows the verdict table between its markers
+        text = args.readme.read_text()
+        start, end = text.index(README_START) + len(README_START), text.index(README_END)
+        args.readme.write_text(text[:start] + "\n" + "\n".join(summary) + "\n" + text[end:])
+        print(f"updated the verdict table in {args.readme}")
 
 
 if __name__ == "__main__":

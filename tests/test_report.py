@@ -51,3 +51,8 @@ def test_report_verdicts_and_determinism(tmp_path):
                 for line in text.splitlines() if line.startswith("| C")}
     assert verdicts == {"C1": "holds", "C2": "holds", "C3a": "holds", "C3b": "does not hold"}
     assert "`fig3_mnist`: not run yet." in text and "3/3 (3 diverged)" in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.README_START}\nSTALE\n{report.README_END}\nrest\n")
+    report.main(["--results", str(tmp_path), "--out", str(tmp_path / "c.md"), "--readme", str(readme)])
+    new = readme.read_text()
+    assert "STALE" not in new and "| C1:" in new and new.startswith("intro") and new.endswith("rest\n")
