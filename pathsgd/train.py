@@ -478,7 +478,7 @@ def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str
     eval_tf32 = c["speed"]["tf32"] or c["speed"]["eval_tf32"]
     device = resolve_device(c["device"])
     seed = c["seed"]
-    # Data first: a missing dataset or an impossible validation size fails before anything is written.
+    # Data first: a missing dataset or an impossible validation size fails before any record is written.
     data = _load_data(c, device)
 
     torch.manual_seed(_derive_seed(seed, "dropout"))  # the global generators drive dropout
