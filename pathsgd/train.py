@@ -153,8 +153,15 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
         raise ConfigError(str(err)) from None
     if c.get("study") is not None and not isinstance(c["study"], str):
         raise ConfigError(f"study={c['study']!r} is not a name: a label for the runs of one study (or null)")
-    if not isinstance(c.get("resume"), bool):
-        raise ConfigError(f"resume={c.get('resume')!r} is not a boolean: choose true or false")
+    for key, value in (("resume", c.get("resume")), ("data.download", c["data"].get("download")),
+                       ("sweep.batched", (c.get("sweep") or {}).get("batched", False)),
+                       *((f"speed.{k}", (c.get("speed") or {}).get(k)) for k in ("tf32", "eval_tf32"))):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is not a boolean: choose true or false")
+    for key, value in (("phase", c.get("phase")), *((("logger.project", c["logger"].get("project")),)
+                                                     if c["logger"]["name"] == "wandb" else ())):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}={value!r} is not a name: a non-empty label")
     hidden = c["model"].get("hidden")
     if not isinstance(hidden, list) or not hidden or not all(_is_int(h) and h >= 1 for h in hidden):
         raise ConfigError(f"model.hidden={hidden!r} is not a non-empty list of positive integers (the hidden "
@@ -178,9 +185,6 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     speed = c.get("speed") or {}
     if speed.get("capture") is not None:
         _choice("speed.capture", speed["capture"], CAPTURES)
-    for key in ("tf32", "eval_tf32"):
-        if not isinstance(speed.get(key), bool):
-            raise ConfigError(f"speed.{key}={speed.get(key)!r} is not a boolean: choose true or false")
 
 
 def _resolve_speed(c: dict[str, Any]) -> None:
