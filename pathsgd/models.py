@@ -56,3 +56,33 @@ class MLP(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dropout={self.dropout}"
+
+
+class ConvNet(nn.Module):
+    """A small all-ReLU convolutional net without batch normalization, for Path-SGD beyond MLPs:
+
+    ``conv 3x3 -> ReLU -> avg-pool 2 -> x + conv(ReLU(conv(x))) -> ReLU -> avg-pool 2 -> linear``
+
+    (``channels`` channels throughout, zero padding). Its inputs may come flattened, as the runner's data do:
+    ``forward`` views them as ``image_shape`` (channels, height, width). Path-SGD's gamma comes from the |w|^p twin
+    (``PathSGD(model, lr, input_shape=(C * H * W,))``): the residual sum and the pooling are edges of the DAG too.
+    """
+
+    def __init__(self, image_shape: Sequence[int], num_classes: int, channels: int = 16) -> None:
+        super().__init__()
+        c_in, height, width = (int(v) for v in image_shape)
+        if min(c_in, height, width, channels, num_classes) < 1 or height < 4 or width < 4:
+            raise ValueError(f"image_shape={tuple(image_shape)!r}, channels={channels}: needs positive sizes and "
+                             "images of at least 4 x 4 (two 2 x 2 poolings)")
+        self.image_shape = (c_in, height, width)
+        self.stem = nn.Conv2d(c_in, channels, 3, padding=1)
+        self.pool = nn.AvgPool2d(2)
+        self.block = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+                                   nn.Conv2d(channels, channels, 3, padding=1))
+        self.head = nn.Linear(channels * (height // 4) * (width // 4), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(-1, *self.image_shape)
+        x = self.pool(F.relu(self.stem(x)))
+        x = F.relu(x + self.block(x))
+        return self.head(self.pool(x).flatten(1))

@@ -55,6 +55,7 @@ __all__ = [
 log = logging.getLogger("pathsgd.train")  # not __main__ under `python -m`
 
 INITS = ("balanced", "unbalanced")
+ARCHS = ("mlp", "convnet")
 LOGGERS = ("csv", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
 CAPTURES = ("none", "graph", "compile")  # speed.capture; none (or null) is eager
@@ -166,6 +167,13 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     if not isinstance(hidden, list) or not hidden or not all(_is_int(h) and h >= 1 for h in hidden):
         raise ConfigError(f"model.hidden={hidden!r} is not a non-empty list of positive integers (the hidden "
                           "layers' widths), e.g. [4000,4000]")
+    _choice("model.arch", c["model"].get("arch"), ARCHS)
+    if c["model"]["arch"] == "convnet":
+        _positive_int("model.channels", c["model"].get("channels"))
+        if c["init"]["name"] != "balanced" or c["model"].get("dropout"):
+            raise ConfigError(f"model.arch=convnet with init={c['init']['name']}, model.dropout={c['model'].get('dropout')}: "
+                              "the conv net trains from the balanced init without dropout (the unbalanced init "
+                              "rescales an MLP's hidden units); use init=balanced model.dropout=0.0")
     dropout = c["model"].get("dropout")
     if not _is_real(dropout) or not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model.dropout={dropout!r} is not a probability in [0, 1): the chance of dropping a hidden unit")
@@ -321,10 +329,28 @@ def _set_rng_state(state: Mapping[str, Any], device: torch.device, batches: torc
 # The run
 
 
+# model.arch=convnet: the image shape each dataset's flattened inputs come from (synthetic: a square of its features).
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
+                "svhn": (3, 32, 32)}
+
+
+def _image_shape(c: Mapping[str, Any], in_features: int) -> tuple[int, int, int]:
+    side = math.isqrt(in_features)
+    shape = IMAGE_SHAPES.get(c["dataset"]["name"]) or (1, side, side)
+    if math.prod(shape) != in_features:
+        raise ConfigError(f"model.arch=convnet needs images: dataset {c['dataset']['name']!r} has {in_features} "
+                          "features, not an image (synthetic data: a square number of features, e.g. 64)")
+    return shape
+
+
 def _build_model(c: Mapping[str, Any], in_features: int, num_classes: int, seed: int) -> torch.nn.Module:
     from pathsgd import MLP, balanced_init_, unbalanced_init_
+    from pathsgd.models import ConvNet
 
-    model = MLP(in_features, num_classes, hidden=tuple(c["model"]["hidden"]), dropout=float(c["model"]["dropout"]))
+    if c["model"]["arch"] == "convnet":
+        model = ConvNet(_image_shape(c, in_features), num_classes, channels=c["model"]["channels"])
+    else:
+        model = MLP(in_features, num_classes, hidden=tuple(c["model"]["hidden"]), dropout=float(c["model"]["dropout"]))
     # Initialized on the CPU with its own generator, so the init is the same on every device.
     gen = torch.Generator().manual_seed(_derive_seed(seed, "init"))
     init = dict(c["init"])
@@ -345,7 +371,7 @@ def _measure(model, data, batch_loss, tf32: bool = False) -> dict[str, float | N
         val_loss, val_error = (None, None) if data.val_x is None else evaluate(model, data.val_x, data.val_y)
     if val_loss is None:
         val_loss = val_error = torch.full((), math.nan, dtype=torch.float64, device=train_loss.device)
-    norm = path_norm(model, p=2.0).to(device=train_loss.device, dtype=torch.float64)
+    norm = path_norm(model, p=2.0, input_shape=(data.in_features,)).to(device=train_loss.device, dtype=torch.float64)
     finite = all_finite(model.parameters()).to(train_loss.device, torch.float64)
     if batch_loss is None:
         batch_loss = torch.full((), math.nan, dtype=torch.float64, device=train_loss.device)
@@ -498,7 +524,10 @@ def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str
     for mc, run_dir in zip(configs, run_dirs):
         model = model0 if len(configs) == 1 else copy.deepcopy(model0)
         try:
-            optimizer = make_optimizer(opt_cfg["name"], model, step_size(mc["alpha"]), **(opt_cfg.get("kwargs") or {}))
+            kwargs = dict(opt_cfg.get("kwargs") or {})
+            if c["model"]["arch"] == "convnet" and opt_cfg["name"].startswith("path"):
+                kwargs["input_shape"] = (data.in_features,)  # gamma of a conv net depends on its input's size
+            optimizer = make_optimizer(opt_cfg["name"], model, step_size(mc["alpha"]), **kwargs)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"optimizer={opt_cfg['name']} (optimizer.kwargs.*): {err}") from err
         m = _Member(mc, run_dir, model, optimizer)

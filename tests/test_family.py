@@ -141,3 +141,36 @@ def test_state_dict_round_trip_continues_the_same_trajectory():
 def test_bad_hyperparameters_are_refused(build, message):
     with pytest.raises((ValueError, TypeError), match=message):
         build(MLP(4, 2, hidden=(3,)))
+
+
+@pytest.mark.parametrize("make_opt", [lambda m: PathSGD(m, 0.05, input_shape=(36,)),
+                                      lambda m: PathSGD(m, 0.05, momentum=0.9, input_shape=(36,)),
+                                      lambda m: PathAdaGrad(m, 0.05, input_shape=(36,)),
+                                      lambda m: PathAdam(m, 0.01, input_shape=(36,))],
+                         ids=["pathsgd", "momentum", "adagrad", "adam"])
+def test_theorem_4_1_on_the_runners_conv_net(make_opt):
+    """The runner's ConvNet (conv, average pooling, a residual block): rescaling a channel inside the residual
+    block (its first conv's output by c, the second conv's input by 1/c) leaves each trajectory rescaled."""
+    from pathsgd.models import ConvNet
+
+    torch.manual_seed(0)
+    net = ConvNet((1, 6, 6), 3, channels=3).double()
+
+    def rescaled(m, c=40.0, k=1):
+        m = copy.deepcopy(m)
+        with torch.no_grad():
+            m.block[0].weight[k].mul_(c)
+            m.block[0].bias[k].mul_(c)
+            m.block[2].weight[:, k].div_(c)
+        return m
+
+    twin = rescaled(net)
+    opt, opt_twin = make_opt(net), make_opt(twin)
+    for x, y in batches(4, d=36):
+        for model, o in ((net, opt), (twin, opt_twin)):
+            o.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            o.step()
+        want = dict(rescaled(net).named_parameters())
+        for name, got in twin.named_parameters():
+            torch.testing.assert_close(got, want[name], rtol=1e-9, atol=1e-12)

@@ -613,3 +613,17 @@ def test_a_studys_runs_share_a_wandb_group(tmp_path, monkeypatch):
     assert seen["group"] == "fig2" and seen["saved"] == ["metrics.csv", "summary.json"]
     with pytest.raises(ConfigError, match="study=3 is not a name"):
         train(make_cfg("study=3"), run_dir=tmp_path / "b")
+
+
+@pytest.mark.parametrize("optimizer", ["pathsgd", "sgd", "path_adam"])
+def test_the_conv_net_trains_through_the_runner(tmp_path, optimizer):
+    """model.arch=convnet: conv, average pooling and a residual block on 8 x 8 synthetic images (64 features)."""
+    summary = train(make_cfg("model.arch=convnet", "model.channels=4", "dataset.synthetic.in_features=64",
+                             f"optimizer={optimizer}", "epochs=2"), run_dir=tmp_path)
+    assert summary["status"] == "completed"
+    rows = check_record(tmp_path, 2)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    with pytest.raises(ConfigError, match="model.arch=convnet with init=unbalanced"):
+        train(make_cfg("model.arch=convnet", "init=unbalanced", "dataset.synthetic.in_features=64"), run_dir=tmp_path / "u")
+    with pytest.raises(ConfigError, match="needs images"):
+        train(make_cfg("model.arch=convnet"), run_dir=tmp_path / "x")  # 20 features: not a square image
