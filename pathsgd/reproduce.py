@@ -405,7 +405,9 @@ class PipelineError(RuntimeError):
 def _commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
+        # Tracked files only: the studies' own new results (and a data link) are untracked and change no code.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout
         return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "unknown"
