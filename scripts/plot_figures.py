@@ -65,7 +65,7 @@ def _order(values, preferred) -> list:
 
 def _error_ylim(final: pd.DataFrame, metric: str) -> tuple[float, float] | None:
     """Zoom on the balanced runs (as the paper does: unbalanced SGD/AdaGrad may fall off the plot)."""
-    bal = final[(final["init"] == "balanced") & (final["epoch"] >= 1)][metric]
+    bal = final[(final["init"] == "balanced") & (final["epoch"] >= 1) & (final["status"] != "diverged")][metric]
     bal = bal[np.isfinite(bal)]
     if bal.empty:
         return None
@@ -89,7 +89,9 @@ def plot_curves_row(axes, final: pd.DataFrame, dataset: str, log_loss: bool = Tr
                 for dropout, cell in runs.groupby("dropout"):
                     # One curve per cell: the mean over seeds, with a band from the lowest to the highest seed
                     # (finite values only; a seed that diverged is marked x where it stopped).
-                    wide = cell.pivot_table(index="epoch", columns="seed", values=metric, dropna=False)
+                    # A diverged seed's rows describe a broken network: marked x where it stopped, not averaged.
+                    wide = cell.assign(**{metric: cell[metric].where(cell["status"] != "diverged")}).pivot_table(
+                        index="epoch", columns="seed", values=metric, dropna=False)
                     values = wide.to_numpy(float, copy=True)
                     values[~np.isfinite(values)] = np.nan
                     x = wide.index.to_numpy(float)
@@ -102,7 +104,8 @@ def plot_curves_row(axes, final: pd.DataFrame, dataset: str, log_loss: bool = Tr
                             zorder=3 if on_top else 2, label=f"{name}, {init}")
                     if values.shape[1] > 1:
                         ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0, zorder=1)
-                    diverged = bool((cell["status"] == "diverged").any())
+                    n_diverged = cell.loc[cell["status"] == "diverged", "seed"].nunique()
+                    diverged = n_diverged > 0
                     for seed, run in cell.groupby("seed"):
                         run = run.sort_values("epoch")
                         finite = np.isfinite(run[metric].to_numpy(float))
@@ -111,13 +114,15 @@ def plot_curves_row(axes, final: pd.DataFrame, dataset: str, log_loss: bool = Tr
                             ax.plot(run["epoch"].to_numpy(float)[i], run[metric].to_numpy(float)[i], "x", color=color,
                                     ms=8, mew=2, zorder=4)
                     finite = np.isfinite(y)
-                    ends.append((f"{name}, {init}", y[finite][-1] if finite.any() else math.nan, diverged))
+                    seeds = cell["seed"].nunique()
+                    what = f"{name}, {init}" + (f" ({n_diverged} of {seeds} seeds)" if diverged and seeds > 1 else "")
+                    ends.append((what, y[finite][-1] if finite.any() else math.nan, diverged))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         if metric == "train_loss":
             if log_loss and (data[metric] > 0).any():
                 ax.set_yscale("log")
-                bal = data[(data["init"] == "balanced") & np.isfinite(data[metric]) & (data[metric] > 0)][metric]
+                bal = data[(data["init"] == "balanced") & (data["status"] != "diverged") & np.isfinite(data[metric]) & (data[metric] > 0)][metric]
                 if not bal.empty:
                     ax.set_ylim(max(bal.min() * 0.5, 1e-6), bal.max() * 3)
         else:
