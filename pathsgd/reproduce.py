@@ -425,6 +425,18 @@ def write_meta(exp: dict, out: Path, argv: Sequence[str], seconds: float) -> Non
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
 
+def publish_to_wandb(exp: dict, files: Sequence[Path]) -> None:
+    """A study whose runs log to W&B gets one more W&B run in their group (the study's name) holding its figure and
+    tidy CSVs, so that a synced project shows the figure beside the curves. Offline unless WANDB_MODE=online."""
+    from pathsgd.sinks import WandbSink
+
+    sink = WandbSink(project="pathsgd", name=f"{exp['name']}-figure", group=exp["name"], job_type="figure",
+                     config={k: v for k, v in exp.items() if k != "file"}, dir=raw_dir(exp),
+                     mode=os.environ.get("WANDB_MODE", "offline"))
+    sink.save(*files)
+    sink.finish()
+
+
 def reproduce(
     exp: dict,
     steps: Sequence[str] = STEPS,
@@ -490,6 +502,8 @@ def reproduce(
             cmd += ["--stand-in", *exp["stand_in"]]
         subprocess.run(cmd, check=True)
         paths["png"], paths["pdf"] = fig.with_suffix(".png"), fig.with_suffix(".pdf")
+        if "logger=wandb" in [*exp["overrides"], *extra]:
+            publish_to_wandb(exp, [paths["png"], paths["pdf"], paths["runs"], paths["selection"]])
     if failures:
         raise PipelineError(f"{exp['name']}: multiruns that failed (their runs are marked in runs.csv): {failures}")
     return paths

@@ -422,3 +422,17 @@ def test_stand_in_rows_are_labelled_and_the_alpha_axis_spans_the_usable_grid(tmp
     assert any("generated stand-in" in t and "MNIST" in t for t in texts)
     alpha_ax = fig.axes[3]
     assert alpha_ax.get_xlim()[0] > -1 and any("off axis: alpha = -30" in t for t in texts)
+
+
+def test_a_wandb_study_publishes_its_figure_and_csvs(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for key in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(key, str(tmp_path / "wandb-home"))
+    exp = small_exp(tmp_path)
+    files = [tmp_path / name for name in ("fig.png", "runs.csv")]
+    for f in files:
+        f.write_text("x")
+    rp.publish_to_wandb(exp, files)
+    (run,) = (rp.raw_dir(exp) / "wandb").glob("offline-run-*")
+    assert {"fig.png", "runs.csv"} <= {p.name for p in (run / "files").iterdir()}
