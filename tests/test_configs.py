@@ -28,7 +28,7 @@ def test_defaults_are_the_papers_setup(monkeypatch):
     assert c["optimizer"]["name"] == "pathsgd"
     assert c["init"]["name"] == "balanced"
     assert c["logger"]["name"] == "csv"
-    assert c["model"] == {"hidden": [4000, 4000], "dropout": 0.0}
+    assert c["model"] == {"arch": "mlp", "channels": 16, "hidden": [4000, 4000], "dropout": 0.0}
     assert c["batch_size"] == 100
     assert c["data"]["scale"] == "unit"
     assert c["device"] == "auto" and c["resume"] is False and c["phase"] == "single"
