@@ -469,19 +469,41 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (``kill``, a cluster's time limit) ends a run as Ctrl-C does: status ``interrupted``, its last
-    finished epoch kept in every record."""
+    finished epoch kept in every record. Either signal that arrives while an epoch's records are being written
+    waits until they are all written (see ``_records_written_whole``)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread
         return
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        if _PENDING_SIGNAL["writing"]:
+            _PENDING_SIGNAL["signum"] = signum
+        else:
+            raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_PENDING_SIGNAL: dict[str, Any] = {"writing": False, "signum": None}
+
+
+@contextlib.contextmanager
+def _records_written_whole() -> Iterator[None]:
+    """Hold back an interrupt until one epoch is in the checkpoint, ``metrics.csv`` and ``summary.json`` alike:
+    an interrupt between two of those writes would leave them naming different epochs."""
+    _PENDING_SIGNAL["writing"] = True
+    try:
+        yield
+    finally:
+        _PENDING_SIGNAL["writing"] = False
+    if _PENDING_SIGNAL["signum"] is not None:
+        signum, _PENDING_SIGNAL["signum"] = _PENDING_SIGNAL["signum"], None
+        raise KeyboardInterrupt(f"signal {signum}")
 
 
 class _Member:
@@ -683,21 +705,22 @@ def _train_group(group: list[_Member], c, data, device, batches, eval_tf32, chec
         rng = _rng_state(device, batches)
         for m, batch_loss in zip(group, batch_losses):
             meas = _measure(m.model, data, batch_loss, eval_tf32)
-            before = m.rows, m.status
-            m.rows = m.rows + [_row(epoch, meas, seconds=m.rows[-1]["seconds"] + share, batch_loss=meas["batch_loss"])]
-            if not (meas["finite"] and math.isfinite(meas["batch_loss"]) and math.isfinite(meas["train_loss"])):
-                m.status = "diverged"
-                log.warning("epoch %d: non-finite loss or weights; the run diverged (alpha=%g)", epoch, m.c["alpha"])
-            elif epoch == c["epochs"]:
-                m.status = "completed"
-            try:  # checkpoint, then metrics.csv: if either write fails, the summary keeps the last epoch both hold
-                if m.status != "running" or epoch % c["checkpoint_every"] == 0:
-                    checkpoint(m, rng)
-                publish(m)
-            except BaseException:
-                m.rows, m.status = before
-                raise
-            record(m)  # summary.json, each epoch
+            with _records_written_whole():
+                before = m.rows, m.status
+                m.rows = m.rows + [_row(epoch, meas, seconds=m.rows[-1]["seconds"] + share, batch_loss=meas["batch_loss"])]
+                if not (meas["finite"] and math.isfinite(meas["batch_loss"]) and math.isfinite(meas["train_loss"])):
+                    m.status = "diverged"
+                    log.warning("epoch %d: non-finite loss or weights; the run diverged (alpha=%g)", epoch, m.c["alpha"])
+                elif epoch == c["epochs"]:
+                    m.status = "completed"
+                try:  # checkpoint, then metrics.csv: if either write fails, the summary keeps the last epoch both hold
+                    if m.status != "running" or epoch % c["checkpoint_every"] == 0:
+                        checkpoint(m, rng)
+                    publish(m)
+                except BaseException:
+                    m.rows, m.status = before
+                    raise
+                record(m)  # summary.json, each epoch
         group = [m for m in group if m.status == "running"]  # diverged members stop costing anything
         if not group:
             return

@@ -502,6 +502,25 @@ def test_sigterm_ends_a_run_as_interrupted_with_consistent_records(tmp_path):
     assert summary["epochs_completed"] == rows[-1]["epoch"] == load_checkpoint(run_dir / "checkpoint.pt")["epoch"] >= 2
 
 
+def test_a_signal_while_an_epoch_is_recorded_waits_until_every_record_holds_it():
+    """SIGTERM or Ctrl-C between the checkpoint and summary.json of one epoch is raised only after both are written."""
+    import signal
+
+    written = []
+    with train_mod._sigterm_as_interrupt():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with pytest.raises(KeyboardInterrupt, match=f"signal {int(signum)}"):
+                with train_mod._records_written_whole():
+                    written.append("checkpoint")
+                    os.kill(os.getpid(), signum)
+                    written.append("summary")  # still runs: the interrupt waits
+    assert written == ["checkpoint", "summary"] * 2
+    with train_mod._sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):  # outside the records: at once
+        os.kill(os.getpid(), signal.SIGTERM)
+        written.append("never")
+    assert written[-1] == "summary"
+
+
 def test_a_failed_checkpoint_write_leaves_the_records_in_agreement(tmp_path, monkeypatch):
     """The checkpoint of epoch 2 cannot be written: summary.json, metrics.csv and the checkpoint all stop at epoch 1."""
     real = train_mod.save_checkpoint
