@@ -40,7 +40,7 @@ gpu-check: ## the GPU checks in one run (at most 9 min): CUDA tests, bench eager
 # OVERRIDES="speed.capture=graph speed.eval_tf32=true": runner overrides added to every run of the study.
 REPRODUCE = $(PY) -m pathsgd.reproduce $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(foreach o,$(OVERRIDES),--override $(o))
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
-.PHONY: smoke reproduce-fig1 reproduce-fig2 reproduce-fig3 reproduce-cpu fashion-data
+.PHONY: smoke reproduce-fig1 reproduce-fig2 reproduce-fig3 reproduce-cpu reproduce-family fashion-data
 
 smoke: ## whole pipeline of Figures 1-3, tiny, on generated data -> results/smoke/ (CPU, a few minutes)
 	$(REPRODUCE) experiments/smoke/fig1.yaml experiments/smoke/fig2.yaml experiments/smoke/fig3.yaml
@@ -54,6 +54,11 @@ reproduce-fig2: ## Figure 2: 4 datasets x {Path-SGD, SGD, AdaGrad} x {balanced, 
 
 reproduce-fig3: ## Figure 3: as Figure 2 with dropout 0.5, balanced init (GPU)
 	$(REPRODUCE) experiments/fig3.yaml
+
+reproduce-family: data-mnist fashion-data ## Path-SGD, with momentum, Path-AdaGrad, Path-Adam vs their base methods (CPU) -> results/family_*/
+	$(REPRODUCE) experiments/family_mnist.yaml & \
+	$(REPRODUCE) experiments/family_fashion_mnist.yaml experiments/family_convnet_fashion_mnist.yaml; \
+	status=$$?; wait $$! || status=1; exit $$status
 
 fashion-data: ## Debian's dataset-fashion-mnist files -> data/FashionMNIST/raw/ (offline)
 	mkdir -p data/FashionMNIST/raw

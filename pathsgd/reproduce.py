@@ -125,8 +125,8 @@ def _validate(exp: dict) -> None:
     for label, overrides in exp["datasets"].items():
         if not isinstance(overrides, list):
             raise ValueError(f"{exp['file']}: datasets.{label} must be a list of runner overrides")
-    if exp["plot"] not in ("curves", "fig1"):
-        raise ValueError(f"{exp['file']}: plot={exp['plot']!r}: choose curves or fig1")
+    if exp["plot"] not in ("curves", "fig1", "family"):
+        raise ValueError(f"{exp['file']}: plot={exp['plot']!r}: choose curves, fig1 or family")
     for key in ("optimizers", "inits", "dropouts", "seeds"):
         if not exp[key]:
             raise ValueError(f"{exp['file']}: {key} is empty")

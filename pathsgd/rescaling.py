@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .geometry import layered_linears
+from .models import ConvNet
 
 
 def _linears(model: nn.Module) -> list[nn.Linear]:
@@ -97,7 +98,12 @@ def unbalanced_init_(
     ``max_exponent`` for the dtype, or weights already extreme), nothing is changed and ``ValueError``
     is raised.
 
-    Returns the applied log10 factors, one float64 tensor per hidden layer (0 for untouched units).
+    On the runner's ``ConvNet`` a unit is a channel: each inner channel of the residual block, and each channel of
+    the stem, whose rescaling by c multiplies the stem's and the block's last conv's output channel by c and
+    divides what reads it (the block's first conv, the head) by c; the skip edge keeps its weight 1.
+
+    Returns the applied log10 factors, one float64 tensor per hidden layer (ConvNet: the stem's, then the
+    block's inner channels), 0 for untouched units.
     """
     if base_mode not in UNBALANCED_MODES:
         raise ValueError(f"base_mode={base_mode!r} is unknown: choose one of {', '.join(UNBALANCED_MODES)}")
@@ -106,8 +112,8 @@ def unbalanced_init_(
             raise ValueError(f"{name}={value!r} is invalid: it must be finite")
     if sigma < 0 or max_exponent < 0:
         raise ValueError(f"sigma={sigma!r} and max_exponent={max_exponent!r} must be >= 0")
-    linears = _linears(model)
-    widths = [lin.out_features for lin in linears[:-1]]
+    rescale = _conv_net_rescaling if isinstance(model, ConvNet) else _mlp_rescaling
+    params, widths, apply = rescale(model)
     total_units = sum(widths)
     if n_units is None:
         n_units = total_units // 4
@@ -122,28 +128,49 @@ def unbalanced_init_(
     per_layer = list(exponents.split(widths))
 
     # Compute the new weights aside and commit them only if all are finite and none underflowed.
-    new = {id(lin): [lin.weight.detach().to(torch.float64).clone(),
-                     None if lin.bias is None else lin.bias.detach().to(torch.float64).clone()]
-           for lin in linears}
-    for layer, e in enumerate(per_layer):
-        factor = torch.pow(10.0, e).to(linears[layer].weight.device)
-        w_in, b_in = new[id(linears[layer])]
-        w_in.mul_(factor[:, None])
-        if b_in is not None:
-            b_in.mul_(factor)
-        new[id(linears[layer + 1])][0].div_(factor[None, :])
-    for lin in linears:
-        for old, fresh in zip((lin.weight, lin.bias), new[id(lin)]):
-            if old is None:
-                continue
-            cast = fresh.to(old.dtype)
-            if not torch.isfinite(cast).all() or ((cast == 0) & (old != 0)).any():
-                raise ValueError(
-                    f"unbalanced_init_ with max_exponent={max_exponent} would overflow or underflow "
-                    f"{old.dtype} weights; lower max_exponent"
-                )
-    for lin in linears:
-        lin.weight.copy_(new[id(lin)][0])
-        if lin.bias is not None:
-            lin.bias.copy_(new[id(lin)][1])
+    new = {name: p.detach().to(torch.float64).clone() for name, p in params.items()}
+    apply(new, [torch.pow(10.0, e).to(next(iter(params.values())).device) for e in per_layer])
+    for name, old in params.items():
+        cast = new[name].to(old.dtype)
+        if not torch.isfinite(cast).all() or ((cast == 0) & (old != 0)).any():
+            raise ValueError(
+                f"unbalanced_init_ with max_exponent={max_exponent} would overflow or underflow "
+                f"{old.dtype} weights; lower max_exponent"
+            )
+    for name, old in params.items():
+        old.copy_(new[name])
     return per_layer
+
+
+def _mlp_rescaling(model: nn.Module):
+    """A layered MLP's weights, hidden widths, and how per-unit factors rescale them (``rescale_unit_`` at once)."""
+    linears = _linears(model)
+    params = {f"{i}.{kind}": p for i, lin in enumerate(linears)
+              for kind, p in (("weight", lin.weight), ("bias", lin.bias)) if p is not None}
+
+    def apply(new, factors):
+        for layer, factor in enumerate(factors):
+            new[f"{layer}.weight"].mul_(factor[:, None])
+            if f"{layer}.bias" in new:
+                new[f"{layer}.bias"].mul_(factor)
+            new[f"{layer + 1}.weight"].div_(factor[None, :])
+
+    return params, [lin.out_features for lin in linears[:-1]], apply
+
+
+def _conv_net_rescaling(model: ConvNet):
+    """ConvNet's weights, its two groups of channel units (stem, block's inner), and how factors rescale them."""
+    params = dict(model.named_parameters())
+    channels = model.stem.out_channels
+
+    def apply(new, factors):
+        stem, inner = factors
+        for conv, out, read in (("stem", stem, None), ("block.0", inner, stem), ("block.2", stem, inner)):
+            new[f"{conv}.weight"].mul_(out[:, None, None, None])
+            new[f"{conv}.bias"].mul_(out)
+            if read is not None:
+                new[f"{conv}.weight"].div_(read[None, :, None, None])
+        per_column = model.head.in_features // channels  # the head reads the pooled map channel by channel
+        new["head.weight"].div_(stem.repeat_interleave(per_column)[None, :])
+
+    return params, [channels, channels], apply

@@ -170,10 +170,9 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     _choice("model.arch", c["model"].get("arch"), ARCHS)
     if c["model"]["arch"] == "convnet":
         _positive_int("model.channels", c["model"].get("channels"))
-        if c["init"]["name"] != "balanced" or c["model"].get("dropout"):
-            raise ConfigError(f"model.arch=convnet with init={c['init']['name']}, model.dropout={c['model'].get('dropout')}: "
-                              "the conv net trains from the balanced init without dropout (the unbalanced init "
-                              "rescales an MLP's hidden units); use init=balanced model.dropout=0.0")
+        if c["model"].get("dropout"):
+            raise ConfigError(f"model.arch=convnet with model.dropout={c['model'].get('dropout')}: the conv net has "
+                              "no dropout; use model.dropout=0.0")
     dropout = c["model"].get("dropout")
     if not _is_real(dropout) or not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model.dropout={dropout!r} is not a probability in [0, 1): the chance of dropping a hidden unit")

@@ -2,6 +2,7 @@
 
     python scripts/plot_figures.py results/fig2 --kind curves --out results/figures/fig2
     python scripts/plot_figures.py results/fig1 --kind fig1 --out results/figures/fig1
+    python scripts/plot_figures.py results/family_mnist --kind family --out results/figures/family_mnist
 
 Inputs in the results directory: ``runs.csv`` (one row per run and epoch; see pathsgd/reproduce.py),
 ``selection.csv`` (chosen alpha per cell) and, for ``--kind fig1``, ``toy.csv`` (pathsgd/toy.py).
@@ -34,7 +35,14 @@ OPT_STYLE = {  # colour and legend name per optimizer config name
     "pathsgd": ("tab:red", "Path-SGD"),
     "sgd": ("tab:blue", "SGD"),
     "adagrad": ("tab:green", "AdaGrad"),
+    "pathsgd_momentum": ("tab:red", "Path-SGD + momentum"),
+    "sgd_momentum": ("tab:blue", "SGD + momentum"),
+    "path_adagrad": ("tab:red", "Path-AdaGrad"),
+    "path_adam": ("tab:red", "Path-Adam"),
+    "adam": ("tab:blue", "Adam"),
 }
+# The family figure's rows: each Path variant with its base method.
+PAIRS = [("pathsgd", "sgd"), ("pathsgd_momentum", "sgd_momentum"), ("path_adagrad", "adagrad"), ("path_adam", "adam")]
 INIT_STYLE = {"balanced": "-", "unbalanced": "--"}
 DATASET_NAMES = {
     "mnist": "MNIST",
@@ -99,7 +107,7 @@ def plot_curves_row(axes, final: pd.DataFrame, dataset: str, log_loss: bool = Tr
                         warnings.simplefilter("ignore", RuntimeWarning)  # an epoch where every seed stopped
                         y, lo, hi = np.nanmean(values, 1), np.nanmin(values, 1), np.nanmax(values, 1)
                     color, name = _opt(optimizer)
-                    on_top = optimizer == "pathsgd" and init != "balanced"
+                    on_top = optimizer.startswith("path") and init != "balanced"
                     ax.plot(x, y, INIT_STYLE.get(init, ":"), color=color, lw=1.4 if not on_top else 1.8,
                             zorder=3 if on_top else 2, label=f"{name}, {init}")
                     if values.shape[1] > 1:
@@ -218,6 +226,27 @@ def figure_curves(results: Path, title: str | None) -> plt.Figure:
     return fig
 
 
+def figure_family(results: Path, title: str | None) -> plt.Figure:
+    """One row per pair (a Path variant and its base method) of a one-dataset study: the curves and the sweep."""
+    runs = pd.read_csv(results / "runs.csv")
+    selection = pd.read_csv(results / "selection.csv")
+    (dataset,) = runs["dataset"].unique()
+    pairs = [pair for pair in PAIRS if set(pair) & set(runs["optimizer"])]
+    fig, axes = plt.subplots(len(pairs), 4, figsize=(17, 3.4 * len(pairs) + 0.6), squeeze=False)
+    for row, pair in zip(axes, pairs):
+        in_pair = runs[runs["optimizer"].isin(pair)]
+        plot_curves_row(row[:3], in_pair[in_pair["phase"] == "final"], dataset)
+        plot_alpha(row[3], in_pair, selection, dataset)
+        row[0].legend(fontsize=8, loc="lower left")
+        row[0].annotate(f"{_opt(pair[0])[1]}\nvs {_opt(pair[1])[1]}", xy=(-0.32, 0.5), xycoords="axes fraction",
+                        rotation=90, va="center", ha="center", fontsize=11, fontweight="bold")
+    height = fig.get_figheight()
+    fig.suptitle(f"{title or results.name}: {_dataset_label(dataset)} ({_describe(runs)}; solid balanced, dashed "
+                 "unbalanced init)", y=1.0 - 0.08 / height, fontsize=12)
+    fig.tight_layout(rect=(0.02, 0, 1, 1 - 0.4 / height))
+    return fig
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Figure 1
 # ----------------------------------------------------------------------------------------------------------
@@ -316,7 +345,7 @@ def figure_fig1(results: Path, title: str | None) -> plt.Figure:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="directory with runs.csv and selection.csv (and toy.csv)")
-    parser.add_argument("--kind", choices=("curves", "fig1"), default="curves")
+    parser.add_argument("--kind", choices=("curves", "fig1", "family"), default="curves")
     parser.add_argument("--out", type=Path, help="output path without suffix (default: <results>/../figures/<name>)")
     parser.add_argument("--title", default=None)
     parser.add_argument("--stand-in", nargs="*", default=[], metavar="DATASET",
@@ -324,7 +353,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     STAND_INS.update(args.stand_in)
     out = args.out or args.results.parent / "figures" / args.results.name
-    fig = figure_fig1(args.results, args.title) if args.kind == "fig1" else figure_curves(args.results, args.title)
+    fig = {"fig1": figure_fig1, "family": figure_family, "curves": figure_curves}[args.kind](args.results, args.title)
     out.parent.mkdir(parents=True, exist_ok=True)
     for suffix in (".png", ".pdf"):
         fig.savefig(out.with_suffix(suffix), dpi=110, bbox_inches="tight")

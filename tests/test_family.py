@@ -174,3 +174,31 @@ def test_theorem_4_1_on_the_runners_conv_net(make_opt):
         want = dict(rescaled(net).named_parameters())
         for name, got in twin.named_parameters():
             torch.testing.assert_close(got, want[name], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["pathsgd", "sgd"])
+def test_the_conv_nets_unbalanced_init_keeps_its_function_and_only_path_sgd_ignores_it(name):
+    """unbalanced_init_ on the ConvNet rescales stem and inner channels: the same function from other weights;
+    Path-SGD then follows the balanced run's function step by step, SGD does not."""
+    from pathsgd.models import ConvNet
+
+    torch.manual_seed(0)
+    net = balanced_init_(ConvNet((1, 6, 6), 3, channels=4).double(), torch.Generator().manual_seed(0))
+    twin = copy.deepcopy(net)
+    factors = unbalanced_init_(twin, torch.Generator().manual_seed(1), n_units=8, max_exponent=3.0)
+    assert [f.shape[0] for f in factors] == [4, 4] and all((f != 0).any() for f in factors)
+    assert max((a - b).abs().max() for a, b in zip(net.parameters(), twin.parameters())) > 1.0
+    probe = torch.randn(5, 36, dtype=torch.float64)
+    torch.testing.assert_close(twin(probe), net(probe), rtol=1e-9, atol=1e-12)
+    make = (lambda m: PathSGD(m, 0.05, input_shape=(36,))) if name == "pathsgd" else (lambda m: torch.optim.SGD(m.parameters(), 0.05))
+    opts = make(net), make(twin)
+    for x, y in batches(4, d=36):
+        for model, o in zip((net, twin), opts):
+            o.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            o.step()
+    gap = (twin(probe) - net(probe)).abs().max().item()
+    if name == "pathsgd":
+        assert gap < 1e-9
+    else:
+        assert gap > 1e-3  # SGD from the rescaled weights computes another function

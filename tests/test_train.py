@@ -642,7 +642,12 @@ def test_the_conv_net_trains_through_the_runner(tmp_path, optimizer):
     assert summary["status"] == "completed"
     rows = check_record(tmp_path, 2)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
-    with pytest.raises(ConfigError, match="model.arch=convnet with init=unbalanced"):
-        train(make_cfg("model.arch=convnet", "init=unbalanced", "dataset.synthetic.in_features=64"), run_dir=tmp_path / "u")
+    unbalanced = train(make_cfg("model.arch=convnet", "model.channels=4", "dataset.synthetic.in_features=64",
+                                f"optimizer={optimizer}", "epochs=1", "init=unbalanced"), run_dir=tmp_path / "u")
+    assert unbalanced["status"] in ("completed", "diverged")
+    # the unbalanced init rescales channels: the same function, so the same loss before training
+    assert check_record(tmp_path / "u", 1)[0]["train_loss"] == pytest.approx(rows[0]["train_loss"], rel=1e-4)
+    with pytest.raises(ConfigError, match="model.arch=convnet with model.dropout=0.5"):
+        train(make_cfg("model.arch=convnet", "model.dropout=0.5", "dataset.synthetic.in_features=64"), run_dir=tmp_path / "d")
     with pytest.raises(ConfigError, match="needs images"):
         train(make_cfg("model.arch=convnet"), run_dir=tmp_path / "x")  # 20 features: not a square image
