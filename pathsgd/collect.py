@@ -33,7 +33,10 @@ def read_summary(path: Path) -> dict:
         return {}
 
 
-def _width(hidden: Any) -> int | str:
+def _width(model: Mapping[str, Any]) -> int | str:
+    if model.get("arch") == "convnet":
+        return f"{model.get('channels')} channels"  # the conv net's width; its hidden key is unused
+    hidden = model.get("hidden")
     if isinstance(hidden, (list, tuple)) and hidden:
         return int(hidden[0]) if len(set(hidden)) == 1 else "x".join(str(h) for h in hidden)
     return hidden if hidden is not None else ""
@@ -65,7 +68,7 @@ def read_run(path: Path, coords: Mapping[str, Any] | None = None) -> pd.DataFram
                       init=config.get("init", {}).get("name"), dropout=config.get("model", {}).get("dropout"),
                       alpha=_number(config.get("alpha")), phase=config.get("phase"), seed=config.get("seed"))
     row = dict(coords, dropout=float(coords["dropout"]) if coords.get("dropout") is not None else math.nan,
-               width=_width(config.get("model", {}).get("hidden")), status=status)
+               width=_width(config.get("model", {})), status=status)
     for key, value in row.items():
         metrics[key] = value
     return metrics[RUN_COLUMNS]

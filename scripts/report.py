@@ -3,7 +3,7 @@
     python scripts/report.py [--results results] [--out results/REPORT.md]     (make report)
 
 Reads ``<results>/<study>/runs.csv`` and ``meta.json`` of the CPU studies (Figures 2 and 3 protocols on MNIST
-and Fashion-MNIST); a study not yet run is listed as such. The same CSVs give the same file: no clock, no
+and Fashion-MNIST, and the Path-SGD family studies); a study not yet run is listed as such. The same CSVs give the same file: no clock, no
 randomness. Every rule that turns numbers into a verdict is written in the report beside the numbers.
 """
 
@@ -24,6 +24,14 @@ STUDIES = {  # study -> (dataset label, dropout)
     "fig3_mnist": ("MNIST", 0.5), "fig3_fashion_mnist": ("Fashion-MNIST", 0.5),
 }
 NAMES = {"pathsgd": "Path-SGD", "sgd": "SGD", "adagrad": "AdaGrad"}
+FAMILY_STUDIES = {  # beyond the paper: each Path variant against its base method
+    "family_mnist": "MNIST, MLP", "family_fashion_mnist": "Fashion-MNIST, MLP",
+    "family_convnet_fashion_mnist": "Fashion-MNIST, conv net",
+}
+PAIRS = [("pathsgd", "sgd"), ("pathsgd_momentum", "sgd_momentum"), ("path_adagrad", "adagrad"), ("path_adam", "adam")]
+FAMILY_NAMES = {**NAMES, "pathsgd_momentum": "Path-SGD + momentum", "sgd_momentum": "SGD + momentum",
+                "path_adagrad": "Path-AdaGrad", "path_adam": "Path-Adam", "adam": "Adam"}
+UNAFFECTED_FLOOR = 0.005  # half a point of test error: the selection's tolerance, the floor of "unaffected"
 METRICS = {"train_loss": "training cross-entropy", "train_error": "training error", "test_error": "test error"}
 QUOTES = {  # the paper's own sentences (section 5), each claim's source
     "C1": "\"the unbalanced initialization considerably hurts the performance of SGD and AdaGrad\"",
@@ -73,42 +81,58 @@ def last(runs: pd.DataFrame, optimizer: str, init: str, diverged_as_inf: bool = 
     return out
 
 
+def hurt_by_init(runs: pd.DataFrame, opt: str) -> tuple[list[bool], list[float], list[float]]:
+    """Per seed: is ``opt``'s unbalanced run hurt (C1's rule), and its final cross-entropy and test error differences."""
+    bal, unb = last(runs, opt, "balanced"), last(runs, opt, "unbalanced")
+    seeds = sorted(set(bal) & set(unb))
+    d_ce = [unb[s]["train_loss"] - bal[s]["train_loss"] for s in seeds]
+    d_te = [unb[s]["test_error"] - bal[s]["test_error"] for s in seeds]
+    hurt = [not np.isfinite(unb[s]["test_error"]) or unb[s]["train_loss"] >= 2 * bal[s]["train_loss"]
+            or unb[s]["test_error"] >= bal[s]["test_error"] + 0.01 for s in seeds]
+    return hurt, d_ce, d_te
+
+
 def claim_c1(runs: pd.DataFrame) -> tuple[str, list[str]]:
     lines = ["| optimizer | seeds hurt | final cross-entropy, unbalanced - balanced | final test error, unbalanced - balanced |",
              "|---|---:|---:|---:|"]
     verdicts = []
     for opt in ("sgd", "adagrad"):
-        bal, unb = last(runs, opt, "balanced"), last(runs, opt, "unbalanced")
-        seeds = sorted(set(bal) & set(unb))
-        d_ce = [unb[s]["train_loss"] - bal[s]["train_loss"] for s in seeds]
-        d_te = [unb[s]["test_error"] - bal[s]["test_error"] for s in seeds]
-        hurt = [not np.isfinite(unb[s]["test_error"]) or unb[s]["train_loss"] >= 2 * bal[s]["train_loss"]
-                or unb[s]["test_error"] >= bal[s]["test_error"] + 0.01 for s in seeds]
-        diverged = sum(not np.isfinite(unb[s]["test_error"]) for s in seeds)
+        hurt, d_ce, d_te = hurt_by_init(runs, opt)
+        diverged = sum(not np.isfinite(d) for d in d_te)
         note = f" ({diverged} diverged)" if diverged else ""
-        lines.append(f"| {NAMES[opt]} | {sum(hurt)}/{len(seeds)}{note} | {fmt_ci(d_ce)} | {fmt_ci(d_te)} |")
-        verdicts.append("holds" if seeds and all(hurt) else "does not hold" if not any(hurt) else "inconclusive")
+        lines.append(f"| {NAMES[opt]} | {sum(hurt)}/{len(hurt)}{note} | {fmt_ci(d_ce)} | {fmt_ci(d_te)} |")
+        verdicts.append("holds" if hurt and all(hurt) else "does not hold" if not any(hurt) else "inconclusive")
     verdict = "holds" if set(verdicts) == {"holds"} else "does not hold" if set(verdicts) == {"does not hold"} else "inconclusive"
     return verdict, lines
 
 
+def init_differences(runs: pd.DataFrame, opt: str) -> tuple[dict[str, pd.Series], dict[str, float]]:
+    """Per quantity (test error; log10 training cross-entropy): the largest difference over epochs between ``opt``'s
+    unbalanced and balanced curves, per seed, and the seed-to-seed spread of its balanced curves (the range across
+    seeds at an epoch, median over the epochs after the init; nan for one seed)."""
+    mine = runs[runs["optimizer"] == opt]
+    bal = mine[mine["init"] == "balanced"].pivot_table(index="epoch", columns="seed", values=["test_error", "train_loss"])
+    unb = mine[mine["init"] == "unbalanced"].pivot_table(index="epoch", columns="seed", values=["test_error", "train_loss"])
+    diffs, spreads = {}, {}
+    for metric, transform in (("test_error", lambda v: v), ("train_loss", np.log10)):
+        b, u = transform(bal[metric]), transform(unb[metric])
+        diffs[metric] = (u - b).abs().max(axis=0)  # per seed
+        spreads[metric] = float((b.max(axis=1) - b.min(axis=1))[b.index > 0].median()) if b.shape[1] > 1 else math.nan
+    return diffs, spreads
+
+
 def claim_c2(runs: pd.DataFrame) -> tuple[str, list[str]]:
-    ps = runs[runs["optimizer"] == "pathsgd"]
-    bal = ps[ps["init"] == "balanced"].pivot_table(index="epoch", columns="seed", values=["test_error", "train_loss"])
-    unb = ps[ps["init"] == "unbalanced"].pivot_table(index="epoch", columns="seed", values=["test_error", "train_loss"])
+    diffs, spreads = init_differences(runs, "pathsgd")
     lines = ["| quantity | largest difference over epochs, unbalanced vs balanced, per seed | seed-to-seed spread (balanced, median over epochs) |",
              "|---|---|---:|"]
     ok = []
-    for metric, transform, what in (("test_error", lambda v: v, "test error"),
-                                     ("train_loss", np.log10, "log10 training cross-entropy")):
-        b, u = transform(bal[metric]), transform(unb[metric])
-        diffs = (u - b).abs().max(axis=0)  # per seed
-        spread = float((b.max(axis=1) - b.min(axis=1))[b.index > 0].median())  # typical, after the init
-        ok += [d <= spread for d in diffs] + [None if d <= 2 * spread else False for d in diffs]
-        lines.append(f"| {what} | " + ", ".join(f"seed {s}: {d:.4f}" for s, d in diffs.items()) + f" | {spread:.4f} |")
+    for metric, what in (("test_error", "test error"), ("train_loss", "log10 training cross-entropy")):
+        spread = spreads[metric]
+        ok += [d <= spread for d in diffs[metric]] + [None if d <= 2 * spread else False for d in diffs[metric]]
+        lines.append(f"| {what} | " + ", ".join(f"seed {s}: {d:.4f}" for s, d in diffs[metric].items()) + f" | {spread:.4f} |")
     within = [x for x in ok if x is not None]
     verdict = "holds" if all(within) else "does not hold" if ok.count(False) == len(ok) else "inconclusive"
-    if bal.columns.get_level_values("seed").nunique() < 2:
+    if not np.isfinite(spreads["test_error"]):
         verdict = "inconclusive"
         lines.append("")
         lines.append("One seed: no seed-to-seed spread to measure the difference against.")
@@ -176,6 +200,92 @@ def claim_c3b(runs: pd.DataFrame) -> tuple[str, list[str]]:
     return verdict, lines
 
 
+def family_pair(runs: pd.DataFrame, variant: str, base: str) -> tuple[dict[str, str], list[str]]:
+    """One Path variant against its base method: the verdicts (by the family rules) and the table row."""
+    pair = runs[runs["optimizer"].isin([variant, base])]
+    n = pair["seed"].nunique()
+    cells, faster = [], []
+    for metric in ("train_loss", "test_error"):
+        target, reach = time_to_target(pair, metric)
+        (ev, sv, nv), (eb, sb, nb) = reach[variant], reach[base]
+        cells.append(f"{target:.4g}: {ev:.0f} / {eb:.0f} ep, {sv:.0f} / {sb:.0f} s")
+        faster.append(FAMILY_NAMES[variant] if ev < eb else FAMILY_NAMES[base] if eb < ev else "tie")
+    v, b = last(pair, variant, "balanced", diverged_as_inf=False), last(pair, base, "balanced", diverged_as_inf=False)
+    seeds = sorted(set(v) & set(b))
+    d = [v[s]["test_error"] - b[s]["test_error"] for s in seeds]
+    _, lo, hi = interval(d)
+    if len(d) == 1:
+        lower = "lower (one seed)" if d[0] < 0 else "higher (one seed)" if d[0] > 0 else "equal (one seed)"
+    else:
+        lower = "lower" if hi < 0 else "higher" if lo > 0 else "inconclusive"
+    diffs, spreads = init_differences(pair, variant)
+    bound = max(spreads["test_error"], UNAFFECTED_FLOOR) if np.isfinite(spreads["test_error"]) else UNAFFECTED_FLOOR
+    unaffected = bool(len(diffs["test_error"])) and bool((diffs["test_error"] <= bound).all())
+    hurt, _, d_te = hurt_by_init(pair, base)
+    diverged = sum(not np.isfinite(x) for x in d_te)
+    verdicts = {"faster": " / ".join(dict.fromkeys(faster)), "final": lower,
+                "unaffected": "yes" if unaffected else "no", "hurt": f"{sum(hurt)}/{len(hurt)}"}
+    row = (f"| {FAMILY_NAMES[variant]} vs {FAMILY_NAMES[base]} | {cells[0]} | {cells[1]} | {fmt_ci(d)} ({lower}) | "
+           + ", ".join(f"{x:.4f}" for x in diffs["test_error"]) + f" (bound {bound:.4f}) | {sum(hurt)}/{len(hurt)}"
+           + (f" ({diverged} diverged)" if diverged else "") + f" | {n} |")
+    return verdicts, [row]
+
+
+FAMILY_RULES = """## Rules for the family (written before the numbers are read)
+
+Each Path variant is set against its base method (Path-SGD vs SGD, Path-SGD + momentum vs SGD + momentum,
+Path-AdaGrad vs AdaGrad, Path-Adam vs Adam), each with the step size its own sweep chose by the paper's rule.
+
+- **Faster**: for training cross-entropy and for test error, the common target is the worse of the pair's two best
+  values of their mean curves over seeds (balanced init); the method whose mean curve reaches it in fewer epochs
+  is faster (seconds of training beside it, with the caveat of C3a: a shared machine whose load varied).
+- **Final test error**: the variant's minus the base's, balanced init, paired by seed; mean and 95% t-interval.
+  Lower if the interval lies below 0, higher if above, otherwise inconclusive; with one seed, the sign is reported.
+- **Unaffected by the unbalanced init**: every seed's largest difference over epochs between the variant's
+  unbalanced and balanced test-error curves is within the bound: the balanced seed-to-seed spread (as in C2),
+  or half a point (0.005) where the spread is smaller or there is one seed.
+- **Base hurt by the unbalanced init**: C1's rule per seed (diverged, or at least twice the balanced final training
+  cross-entropy, or at least one point higher final test error); the count of hurt seeds is reported.
+"""
+
+
+def family_report(results: Path) -> tuple[list[str], list[str], list[str]]:
+    """The family section: the setting of each study, the summary table and the numbers."""
+    setting, body = [], []
+    summary = ["| pair | study | faster to the target (training cross-entropy / test error) | final test error | "
+               "variant unaffected by the init | base hurt by the init |", "|---|---|---|---|---|---|"]
+    for study, label in FAMILY_STUDIES.items():
+        path = results / study / "runs.csv"
+        if not path.exists():
+            setting.append(f"- `{study}` ({label}): not run yet.")
+            continue
+        runs = finals(pd.read_csv(path))
+        setting.append(_setting_line(results, study, label, runs))
+        rows = []
+        for variant, base in PAIRS:
+            if not {variant, base} <= set(runs["optimizer"]):
+                continue
+            verdicts, lines = family_pair(runs, variant, base)
+            rows += lines
+            summary.append(f"| {FAMILY_NAMES[variant]} vs {FAMILY_NAMES[base]} | {label} | {verdicts['faster']} | "
+                           f"{verdicts['final']} | {verdicts['unaffected']} | {verdicts['hurt']} |")
+        body += [f"### {label}", "",
+                 "| pair | target cross-entropy: epochs, seconds (variant / base) | target test error: epochs, seconds "
+                 "(variant / base) | final test error, variant - base, mean [95% CI] | variant's largest test-error "
+                 "difference, unbalanced vs balanced, per seed | base's seeds hurt | seeds |",
+                 "|---|---|---|---|---|---|---:|", *rows, ""]
+    return setting, summary, body
+
+
+def _setting_line(results: Path, study: str, label: str, runs: pd.DataFrame) -> str:
+    meta_path = results / study / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    widths = ", ".join(str(w) for w in sorted(runs["width"].unique()))
+    return (f"- `{study}` ({label}): width {widths}, {int(runs['epoch'].max())} final epochs, "
+            f"seeds {', '.join(str(s) for s in sorted(runs['seed'].unique()))}; commit {str(meta.get('commit', '?'))[:7]}, "
+            f"pipeline wall time {meta.get('pipeline_seconds', '?')} s (`{meta.get('command', '?')}`)")
+
+
 README_START, README_END = "<!-- verdict table: scripts/report.py -->", "<!-- end of the verdict table -->"
 RULES = """## Rules (written before the numbers are read)
 
@@ -219,11 +329,7 @@ def main(argv=None) -> None:
             setting.append(f"- `{study}`: not run yet.")
             continue
         runs = finals(pd.read_csv(path))
-        meta = json.loads((args.results / study / "meta.json").read_text()) if (args.results / study / "meta.json").exists() else {}
-        widths = ", ".join(str(w) for w in sorted(runs["width"].unique()))
-        setting.append(f"- `{study}` ({label}, dropout {dropout:g}): width {widths}, {int(runs['epoch'].max())} final epochs, "
-                       f"seeds {', '.join(str(s) for s in sorted(runs['seed'].unique()))}; commit {str(meta.get('commit', '?'))[:7]}, "
-                       f"pipeline wall time {meta.get('pipeline_seconds', '?')} s (`{meta.get('command', '?')}`)")
+        setting.append(_setting_line(args.results, study, f"{label}, dropout {dropout:g}", runs))
         claims = [("C1", claim_c1), ("C2", claim_c2), ("C3a", claim_c3a), ("C3b", claim_c3b)] if dropout == 0 else \
                  [("D", lambda r: claim_d(r, label)), ("C3b", claim_c3b)]
         for name, fn in claims:
@@ -238,6 +344,12 @@ def main(argv=None) -> None:
             "verdict holds for this setting only; a verdict against the paper is a result about this setting, not a "
             "claim that the paper is wrong at its own scale.", "", *setting, "", "## Verdicts", "", *summary, "", RULES,
             "## The numbers", "", *body]
+    family_setting, family_summary, family_body = family_report(args.results)
+    out += ["", "## Beyond the paper: Path-SGD with momentum, Path-AdaGrad and Path-Adam", "",
+            "The paper's closing suggestion, tested: does the path geometry help each base method, and does each Path "
+            "variant keep Path-SGD's indifference to the unbalanced init while its base method does not? The same "
+            "caveat of setting as above: narrow nets, few epochs, this machine.", "", *family_setting, "",
+            *family_summary, "", FAMILY_RULES, "### The numbers", "", *family_body]
     args.out.write_text("\n".join(out).rstrip() + "\n")
     print(f"wrote {args.out}")
     if args.readme is not None:  # the README shows the verdict table between its markers

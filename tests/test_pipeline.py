@@ -235,13 +235,14 @@ def plot(results: Path, kind: str, out: Path):
     )
 
 
-def test_plot_curves_and_fig1_from_csv_only(tmp_path):
+def test_plot_curves_fig1_and_family_from_csv_only(tmp_path):
     from pathsgd.toy import write_toy_csv
 
     curves = tidy_fixture(tmp_path, "fig2")
     fig1 = tidy_fixture(tmp_path, "fig1", datasets=("mnist",))
     write_toy_csv(fig1 / "toy.csv")
-    for results, kind in ((curves, "curves"), (fig1, "fig1")):
+    family = tidy_fixture(tmp_path, "family", datasets=("mnist",))  # pairs: Path-SGD vs SGD, AdaGrad alone
+    for results, kind in ((curves, "curves"), (fig1, "fig1"), (family, "family")):
         out = tmp_path / "figures" / results.name
         proc = plot(results, kind, out)
         assert proc.returncode == 0, proc.stderr
@@ -438,3 +439,14 @@ def test_a_wandb_study_publishes_its_figure_and_csvs(tmp_path, monkeypatch):
     rp.publish_to_wandb(exp, files)
     (run,) = (rp.raw_dir(exp) / "wandb").glob("offline-run-*")
     assert {"fig.png", "runs.csv"} <= {p.name for p in (run / "files").iterdir()}
+
+
+def test_collect_names_a_conv_nets_width_by_its_channels(tmp_path):
+    from pathsgd.collect import read_run
+
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "completed", "config": {
+        "dataset": {"name": "fashion_mnist"}, "optimizer": {"name": "sgd"}, "init": {"name": "balanced"},
+        "model": {"arch": "convnet", "channels": 8, "hidden": [4000, 4000], "dropout": 0.0},
+        "alpha": 2.0, "phase": "final", "seed": 0}}))
+    (tmp_path / "metrics.csv").write_text("epoch,train_loss\n0,2.3\n")
+    assert set(read_run(tmp_path)["width"]) == {"8 channels"}

@@ -56,3 +56,32 @@ def test_report_verdicts_and_determinism(tmp_path):
     report.main(["--results", str(tmp_path), "--out", str(tmp_path / "c.md"), "--readme", str(readme)])
     new = readme.read_text()
     assert "STALE" not in new and "| C1:" in new and new.startswith("intro") and new.endswith("rest\n")
+
+
+def test_family_verdicts_follow_their_rules(tmp_path):
+    """Path-SGD: faster than SGD, lower final error, unmoved by the init that wrecks SGD. Path-Adam: slower than Adam,
+    higher final error, and moved by the unbalanced init that leaves Adam alone."""
+    rows = []
+    for opt, rate, moved in (("pathsgd", 0.5, 0.0), ("sgd", 0.3, None), ("path_adam", 0.2, 0.05), ("adam", 0.4, 0.0)):
+        for init in ("balanced", "unbalanced"):
+            for seed in range(3):
+                for epoch in range(6):
+                    loss = 2.0 * (1 - rate) ** epoch + 0.01 * seed
+                    test = 0.1 + 0.5 * (1 - rate) ** epoch + 0.001 * seed
+                    status = "completed"
+                    if init == "unbalanced" and moved is None:
+                        loss, test, status = loss * 10, 0.9, "diverged"
+                    elif init == "unbalanced" and epoch > 0:
+                        test += moved
+                    rows.append(dict(dataset="mnist", optimizer=opt, init=init, dropout=0.0, alpha=1, phase="final",
+                                     seed=seed, width=8, epoch=epoch, train_loss=loss, train_error=loss / 4,
+                                     val_error=None, test_error=test, path_norm=1.0, seconds=epoch * 2.0, status=status))
+    (tmp_path / "family_mnist").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "family_mnist" / "runs.csv", index=False)
+    load_report().main(["--results", str(tmp_path), "--out", str(tmp_path / "r.md")])
+    text = (tmp_path / "r.md").read_text()
+    summary = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[3:7]]
+               for line in text.splitlines() if line.startswith("| Path-") and "| MNIST, MLP |" in line}
+    assert summary == {"Path-SGD vs SGD": ["Path-SGD", "lower", "yes", "3/3"],
+                       "Path-Adam vs Adam": ["Adam", "higher", "no", "0/3"]}
+    assert "`family_fashion_mnist` (Fashion-MNIST, MLP): not run yet." in text
