@@ -277,6 +277,26 @@ def family_report(results: Path) -> tuple[list[str], list[str], list[str]]:
     return setting, summary, body
 
 
+def figure1_report(results: Path) -> list[str]:
+    """Figure 1(a) at the paper's width: C1's rule for SGD alone (one seed), with the epoch-by-epoch curves."""
+    path = results / "fig1_mnist" / "runs.csv"
+    head = ["", "## Figure 1(a) at the paper's width: SGD on MNIST, 2 x 4000, balanced vs unbalanced", ""]
+    if not path.exists():
+        return head + ["- `fig1_mnist`: not run yet."]
+    runs = finals(pd.read_csv(path))
+    hurt, d_ce, d_te = hurt_by_init(runs, "sgd")
+    curves = runs.pivot_table(index="epoch", columns="init", values=["train_loss", "test_error"])
+    return head + [_setting_line(results, "fig1_mnist", "MNIST, SGD", runs), "",
+                   f"C1's rule for SGD: {sum(hurt)} of {len(hurt)} seeds hurt by the unbalanced init, "
+                   f"{sum(not np.isfinite(d) for d in d_te)} of them diverged (final training "
+                   f"cross-entropy, unbalanced - balanced: {fmt_ci(d_ce)}; test error: {fmt_ci(d_te)}).", "",
+                   "| epoch | cross-entropy, balanced | cross-entropy, unbalanced | test error, balanced | test error, unbalanced |",
+                   "|---:|---:|---:|---:|---:|",
+                   *(f"| {e} | {r[('train_loss', 'balanced')]:.4g} | {r[('train_loss', 'unbalanced')]:.4g} | "
+                     f"{r[('test_error', 'balanced')]:.4f} | {r[('test_error', 'unbalanced')]:.4f} |"
+                     for e, r in curves.iterrows())]
+
+
 def _setting_line(results: Path, study: str, label: str, runs: pd.DataFrame) -> str:
     meta_path = results / study / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
@@ -287,6 +307,7 @@ def _setting_line(results: Path, study: str, label: str, runs: pd.DataFrame) -> 
 
 
 README_START, README_END = "<!-- verdict table: scripts/report.py -->", "<!-- end of the verdict table -->"
+README_FAMILY_START, README_FAMILY_END = "<!-- family table: scripts/report.py -->", "<!-- end of the family table -->"
 RULES = """## Rules (written before the numbers are read)
 
 - **C1** (no dropout): a seed is *hurt* when its unbalanced run diverged, or ended with at least twice the balanced
@@ -344,6 +365,7 @@ def main(argv=None) -> None:
             "verdict holds for this setting only; a verdict against the paper is a result about this setting, not a "
             "claim that the paper is wrong at its own scale.", "", *setting, "", "## Verdicts", "", *summary, "", RULES,
             "## The numbers", "", *body]
+    out += figure1_report(args.results)
     family_setting, family_summary, family_body = family_report(args.results)
     out += ["", "## Beyond the paper: Path-SGD with momentum, Path-AdaGrad and Path-Adam", "",
             "The paper's closing suggestion, tested: does the path geometry help each base method, and does each Path "
@@ -352,11 +374,15 @@ def main(argv=None) -> None:
             *family_summary, "", FAMILY_RULES, "### The numbers", "", *family_body]
     args.out.write_text("\n".join(out).rstrip() + "\n")
     print(f"wrote {args.out}")
-    if args.readme is not None:  # the README shows the verdict table between its markers
+    if args.readme is not None:  # the README shows the verdict tables between their markers
         text = args.readme.read_text()
-        start, end = text.index(README_START) + len(README_START), text.index(README_END)
-        args.readme.write_text(text[:start] + "\n" + "\n".join(summary) + "\n" + text[end:])
-        print(f"updated the verdict table in {args.readme}")
+        for (first, last_marker), table in (((README_START, README_END), summary),
+                                            ((README_FAMILY_START, README_FAMILY_END), family_summary)):
+            if first in text:
+                start, end = text.index(first) + len(first), text.index(last_marker)
+                text = text[:start] + "\n" + "\n".join(table) + "\n" + text[end:]
+        args.readme.write_text(text)
+        print(f"updated the verdict tables in {args.readme}")
 
 
 if __name__ == "__main__":
