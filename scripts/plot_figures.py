@@ -313,7 +313,13 @@ def figure_fig1(results: Path, title: str | None) -> plt.Figure:
         if run.empty:
             continue
         color = "tab:red" if init == "balanced" else "tab:blue"  # the paper: balanced red, unbalanced blue
-        ax_a.plot(run["epoch"], run["train_loss"], "-", color=color, label=f"SGD, {init} init")
+        loss = run["train_loss"].to_numpy(float)
+        finite = np.isfinite(loss)
+        diverged = (run["status"] == "diverged").any()
+        stopped = f", diverged in epoch {int(run['epoch'].iloc[-1])}" if diverged else ""
+        ax_a.plot(run["epoch"][finite], loss[finite], "-", color=color, label=f"SGD, {init} init{stopped}")
+        if diverged and finite.any():  # where it stopped: its last finite value
+            ax_a.plot(run["epoch"].to_numpy(float)[finite][-1], loss[finite][-1], "x", color=color, ms=10, mew=2)
     ax_a.set_yscale("log")
     ax_a.set_xlabel("epoch")
     ax_a.set_ylabel("cross-entropy (train)")
