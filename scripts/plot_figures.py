@@ -241,8 +241,10 @@ def figure_family(results: Path, title: str | None) -> plt.Figure:
         row[0].annotate(f"{_opt(pair[0])[1]}\nvs {_opt(pair[1])[1]}", xy=(-0.32, 0.5), xycoords="axes fraction",
                         rotation=90, va="center", ha="center", fontsize=11, fontweight="bold")
     height = fig.get_figheight()
-    fig.suptitle(f"{title or results.name}: {_dataset_label(dataset)} ({_describe(runs)}; solid balanced, dashed "
-                 "unbalanced init)", y=1.0 - 0.08 / height, fontsize=12)
+    name = _dataset_label(dataset)
+    heading = title if title and name in title else f"{title or results.name}: {name}"
+    fig.suptitle(f"{heading} ({_describe(runs)}; solid balanced, dashed unbalanced init)", y=1.0 - 0.08 / height,
+                 fontsize=12)
     fig.tight_layout(rect=(0.02, 0, 1, 1 - 0.4 / height))
     return fig
 
