@@ -46,11 +46,9 @@ from pathsgd.data import DATASET_NAMES, SCALES, DataFileError, DatasetNotFoundEr
 from pathsgd.engine import (
     OPTIMIZERS, all_finite, evaluate, make_optimizer, resolve_device, step_size, tf32_matmuls, train_epoch,
 )
-from pathsgd.sinks import CSVSink, WandbSink
+from pathsgd.sinks import COLUMNS, CSVSink, WandbSink
 
-__all__ = [
-    "ConfigError", "INITS", "LOGGERS", "train", "validate_config", "resolve_alpha", "run_name", "main",
-]
+__all__ = ["ConfigError", "INITS", "LOGGERS", "train", "validate_config", "resolve_alpha", "run_name", "main"]
 
 log = logging.getLogger("pathsgd.train")  # not __main__ under `python -m`
 
@@ -120,84 +118,75 @@ def resolve_alpha(cfg: Mapping[str, Any]) -> float:
     return float(alpha)
 
 
+def _require(ok: Any, key: str, value: Any, problem: str) -> None:
+    """Raise ``ConfigError("<key>=<value!r> <problem>")`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r} {problem}")
+
+
 def _choice(key: str, value: Any, accepted: tuple[str, ...]) -> None:
-    if value not in accepted:
-        raise ConfigError(f"{key}={value!r} is unknown: choose one of {', '.join(accepted)}")
+    _require(value in accepted, key, value, f"is unknown: choose one of {', '.join(accepted)}")
 
 
 def _positive_int(key: str, value: Any) -> None:
-    if not _is_int(value) or value < 1:
-        raise ConfigError(f"{key}={value!r} is not a positive integer: {key} must be an integer >= 1")
+    _require(_is_int(value) and value >= 1, key, value, f"is not a positive integer: {key} must be an integer >= 1")
 
 
 def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` (a ValueError) naming the key, the value and what is accepted."""
     c = cfg if isinstance(cfg, dict) else _as_dict(cfg)
+    model, data, logger, speed = c["model"], c["data"], c["logger"], c.get("speed") or {}
     _choice("dataset.name", c["dataset"].get("name"), DATASET_NAMES)
     _choice("optimizer.name", c["optimizer"].get("name"), OPTIMIZERS)
     _choice("init.name", c["init"].get("name"), INITS)
-    _choice("logger.name", c["logger"].get("name"), LOGGERS)
-    if c["logger"]["name"] == "wandb":
-        _choice("logger.mode", c["logger"].get("mode"), WANDB_MODES)
+    _choice("logger.name", logger.get("name"), LOGGERS)
+    wandb = logger["name"] == "wandb"
+    if wandb:
+        _choice("logger.mode", logger.get("mode"), WANDB_MODES)
     resolve_alpha(c)
-    _positive_int("epochs", c.get("epochs"))
-    _positive_int("batch_size", c.get("batch_size"))
-    _positive_int("checkpoint_every", c.get("checkpoint_every"))
-    if not _is_int(c.get("seed")) or c["seed"] < 0:
-        raise ConfigError(f"seed={c.get('seed')!r} is not a non-negative integer: seed must be an integer >= 0")
+    for key in ("epochs", "batch_size", "checkpoint_every"):
+        _positive_int(key, c.get(key))
+    seed = c.get("seed")
+    _require(_is_int(seed) and seed >= 0, "seed", seed, "is not a non-negative integer: seed must be an integer >= 0")
     device = c.get("device")
-    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-        raise ConfigError(f"device={device!r} is unknown: choose one of auto, cpu, cuda, cuda:N")
+    _require(isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device), "device", device,
+             "is unknown: choose one of auto, cpu, cuda, cuda:N")
     try:
         resolve_device(device)  # cuda asked for where there is none
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    if c.get("study") is not None and not isinstance(c["study"], str):
-        raise ConfigError(f"study={c['study']!r} is not a name: a label for the runs of one study (or null)")
-    for key, value in (("resume", c.get("resume")), ("data.download", c["data"].get("download")),
+    study = c.get("study")
+    _require(study is None or isinstance(study, str), "study", study,
+             "is not a name: a label for the runs of one study (or null)")
+    for key, value in (("resume", c.get("resume")), ("data.download", data.get("download")),
                        ("sweep.batched", (c.get("sweep") or {}).get("batched", False)),
-                       *((f"speed.{k}", (c.get("speed") or {}).get(k)) for k in ("tf32", "eval_tf32"))):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is not a boolean: choose true or false")
-    for key, value in (("phase", c.get("phase")), *((("logger.project", c["logger"].get("project")),)
-                                                     if c["logger"]["name"] == "wandb" else ())):
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{key}={value!r} is not a name: a non-empty label")
-    hidden = c["model"].get("hidden")
-    if not isinstance(hidden, list) or not hidden or not all(_is_int(h) and h >= 1 for h in hidden):
-        raise ConfigError(f"model.hidden={hidden!r} is not a non-empty list of positive integers (the hidden "
-                          "layers' widths), e.g. [4000,4000]")
-    _choice("model.arch", c["model"].get("arch"), ARCHS)
-    if c["model"]["arch"] == "convnet":
-        _positive_int("model.channels", c["model"].get("channels"))
-        if c["model"].get("dropout"):
-            raise ConfigError(f"model.arch=convnet with model.dropout={c['model'].get('dropout')}: the conv net has "
+                       ("speed.tf32", speed.get("tf32")), ("speed.eval_tf32", speed.get("eval_tf32"))):
+        _require(isinstance(value, bool), key, value, "is not a boolean: choose true or false")
+    for key, value in (("phase", c.get("phase")), *((("logger.project", logger.get("project")),) if wandb else ())):
+        _require(isinstance(value, str) and value, key, value, "is not a name: a non-empty label")
+    hidden = model.get("hidden")
+    _require(isinstance(hidden, list) and hidden and all(_is_int(h) and h >= 1 for h in hidden), "model.hidden",
+             hidden, "is not a non-empty list of positive integers (the hidden layers' widths), e.g. [4000,4000]")
+    _choice("model.arch", model.get("arch"), ARCHS)
+    if model["arch"] == "convnet":
+        _positive_int("model.channels", model.get("channels"))
+        if model.get("dropout"):
+            raise ConfigError(f"model.arch=convnet with model.dropout={model.get('dropout')}: the conv net has "
                               "no dropout; use model.dropout=0.0")
-    dropout = c["model"].get("dropout")
-    if not _is_real(dropout) or not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.dropout={dropout!r} is not a probability in [0, 1): the chance of dropping a hidden unit")
+    dropout = model.get("dropout")
+    _require(_is_real(dropout) and 0.0 <= dropout < 1.0, "model.dropout", dropout,
+             "is not a probability in [0, 1): the chance of dropping a hidden unit")
     validation = _validation_size(c)
-    if not _is_int(validation) or validation < 0:
-        raise ConfigError(
-            f"data.validation={validation!r} is not a non-negative integer: the number of held-out training "
-            "points (0 = none, null = the dataset's default)"
-        )
-    _choice("data.scale", c["data"].get("scale"), SCALES)
-    if not _is_int(c["data"].get("split_seed")) or c["data"]["split_seed"] < 0:
-        raise ConfigError(f"data.split_seed={c['data'].get('split_seed')!r} is not a non-negative integer: the seed "
-                          "that picks the held-out points (default: seed)")
-    if not isinstance(c["data"].get("root"), str) or not c["data"]["root"]:
-        raise ConfigError(f"data.root={c['data'].get('root')!r} is not a directory path: where the datasets are "
-                          "(torchvision layout), e.g. data.root=~/data")
-    speed = c.get("speed") or {}
+    _require(_is_int(validation) and validation >= 0, "data.validation", validation, "is not a non-negative "
+             "integer: the number of held-out training points (0 = none, null = the dataset's default)")
+    _choice("data.scale", data.get("scale"), SCALES)
+    split_seed, root = data.get("split_seed"), data.get("root")
+    _require(_is_int(split_seed) and split_seed >= 0, "data.split_seed", split_seed,
+             "is not a non-negative integer: the seed that picks the held-out points (default: seed)")
+    _require(isinstance(root, str) and root, "data.root", root,
+             "is not a directory path: where the datasets are (torchvision layout), e.g. data.root=~/data")
     if speed.get("capture") is not None:
         _choice("speed.capture", speed["capture"], CAPTURES)
-
-
-def _resolve_speed(c: dict[str, Any]) -> None:
-    """``speed.capture`` as :func:`pathsgd.engine.train_epoch` takes it: None (eager) for none or null."""
-    if c["speed"]["capture"] == "none":
-        c["speed"]["capture"] = None
 
 
 def _validation_size(c: Mapping[str, Any]) -> Any:
@@ -244,13 +233,10 @@ OmegaConf.register_new_resolver("pathsgd_run", _hydra_run_name, replace=True)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     out: dict[str, Any] = {}
     for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
+        out.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {f"{prefix}{key}": value})
     return out
 
 
@@ -282,41 +268,28 @@ def _derive_seed(seed: int, purpose: str) -> int:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
 def _default_run_dir() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path.cwd()
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
 
 
 def _rng_state(device: torch.device, batches: torch.Generator) -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "batches": batches.get_state(),
-        "device_type": device.type,
-    }
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "batches": batches.get_state(), "device_type": device.type}
 
 
 def _set_rng_state(state: Mapping[str, Any], device: torch.device, batches: torch.Generator) -> None:
     if state["device_type"] != device.type:
-        log.warning(
-            "checkpoint was written on %s and resumes on %s: batch order and dropout masks will differ from "
-            "an uninterrupted run", state["device_type"], device.type,
-        )
+        log.warning("checkpoint was written on %s and resumes on %s: batch order and dropout masks will differ from "
+                    "an uninterrupted run", state["device_type"], device.type)
         return
     torch.set_rng_state(state["torch"])
     if device.type == "cuda":
@@ -368,15 +341,14 @@ def _measure(model, data, batch_loss, tf32: bool = False) -> dict[str, float | N
         train_loss, train_error = evaluate(model, data.train_x, data.train_y)
         test_loss, test_error = evaluate(model, data.test_x, data.test_y)
         val_loss, val_error = (None, None) if data.val_x is None else evaluate(model, data.val_x, data.val_y)
+    nan = torch.full((), math.nan, dtype=torch.float64, device=train_loss.device)
     if val_loss is None:
-        val_loss = val_error = torch.full((), math.nan, dtype=torch.float64, device=train_loss.device)
+        val_loss = val_error = nan
     norm = path_norm(model, p=2.0, input_shape=(data.in_features,)).to(device=train_loss.device, dtype=torch.float64)
     finite = all_finite(model.parameters()).to(train_loss.device, torch.float64)
-    if batch_loss is None:
-        batch_loss = torch.full((), math.nan, dtype=torch.float64, device=train_loss.device)
-    values = torch.stack(
-        [train_loss, train_error, val_loss, val_error, test_loss, test_error, norm, batch_loss.double(), finite]
-    ).tolist()
+    batch_loss = nan if batch_loss is None else batch_loss.double()
+    values = torch.stack([train_loss, train_error, val_loss, val_error, test_loss, test_error, norm, batch_loss,
+                          finite]).tolist()
     keys = ("train_loss", "train_error", "val_loss", "val_error", "test_loss", "test_error", "path_norm", "batch_loss", "finite")
     out: dict[str, Any] = dict(zip(keys, values))
     if data.val_x is None:
@@ -407,19 +379,11 @@ def _sync(device: torch.device) -> None:
 
 
 def _load_data(c: Mapping[str, Any], device: torch.device):
-    name = c["dataset"]["name"]
-    validation = c["data"]["validation"]
+    name, data, validation = c["dataset"]["name"], c["data"], c["data"]["validation"]
     try:
-        return load_splits(
-            name,
-            c["data"]["root"],
-            validation=validation,
-            seed=c["data"]["split_seed"],
-            device=device,
-            download=c["data"]["download"],
-            scale=c["data"]["scale"],
-            synthetic=c["dataset"].get("synthetic") if name == "synthetic" else None,
-        )
+        return load_splits(name, data["root"], validation=validation, seed=data["split_seed"], device=device,
+                           download=data["download"], scale=data["scale"],
+                           synthetic=c["dataset"].get("synthetic") if name == "synthetic" else None)
     except ValueError as err:
         raise ConfigError(f"dataset {name!r} with data.validation={validation}: {err}") from err
 
@@ -439,21 +403,19 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
     c["alpha"] = resolve_alpha(c)
     c["data"]["validation"] = _validation_size(c)
     c["data"]["root"] = str(Path(c["data"]["root"]).expanduser())
-    _resolve_speed(c)
+    if c["speed"]["capture"] == "none":  # as pathsgd.engine.train_epoch takes it: None (eager)
+        c["speed"]["capture"] = None
     run_dir = Path(run_dir) if run_dir is not None else _default_run_dir()
     if not (c.get("sweep") or {}).get("batched"):
         configs, run_dirs = [c], [run_dir]
     else:
         if c["logger"]["name"] != "csv":
-            raise ConfigError(
-                f"logger={c['logger']['name']} with sweep.batched=true: a batched sweep writes CSV records only; "
-                "use logger=csv, or separate runs (sweep.batched=false) for W&B"
-            )
+            raise ConfigError(f"logger={c['logger']['name']} with sweep.batched=true: a batched sweep writes CSV "
+                              "records only; use logger=csv, or separate runs (sweep.batched=false) for W&B")
         if c["speed"]["capture"] is not None:
-            raise ConfigError(
-                f"speed.capture={c['speed']['capture']} with sweep.batched=true: a batched sweep's step is eager; "
-                "use speed.capture=none, or separate runs (sweep.batched=false) to capture the step"
-            )
+            raise ConfigError(f"speed.capture={c['speed']['capture']} with sweep.batched=true: a batched sweep's "
+                              "step is eager; use speed.capture=none, or separate runs (sweep.batched=false) to "
+                              "capture the step")
         configs = [{**copy.deepcopy(c), "alpha": alpha} for alpha in _sweep_alphas(c)]
         parent = Path(c["sweep"].get("dir") or run_dir.parent)
         run_dirs = [parent / run_name(mc) for mc in configs]
@@ -558,7 +520,8 @@ def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str
             m.sink.write(m.rows)
         members.append(m)
 
-    env = {"commit": _git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda, "device": _device_name(device)}
+    env = {"commit": _git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     for m in members:  # say where it runs and where it writes: device=auto falls back to the CPU silently otherwise
         log.info("%s on %s (%s) -> %s", run_name(m.c), device, env["device"], m.run_dir.resolve())
     t_start = time.perf_counter()
@@ -585,10 +548,8 @@ def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str
             m, lg = members[0], c["logger"]
             m.wandb = WandbSink(
                 project=lg["project"], entity=lg.get("entity"), name=f"{c['dataset']['name']}-{run_name(m.c)}",
-                group=c.get("study") or lg.get("group"),
-                tags=lg.get("tags") or (), job_type=c["phase"], config=m.c, dir=m.run_dir, mode=lg["mode"],
-                run_id=m.wandb_id,
-            )
+                group=c.get("study") or lg.get("group"), tags=lg.get("tags") or (), job_type=c["phase"], config=m.c,
+                dir=m.run_dir, mode=lg["mode"], run_id=m.wandb_id)
         fresh = [m for m in members if m.status == "running" and not m.rows]
         if fresh:  # row 0: one measurement, since fresh members share the init
             m0 = _measure(model0, data, None, eval_tf32)
@@ -667,10 +628,9 @@ def _resume(m: _Member) -> None:
         _ = state["config"], state["model"], state["optimizer"], state["rows"], state["rng"], state["epoch"]
     except Exception as err:  # noqa: BLE001 - truncated, garbage, or not ours: one line, never weights_only=False
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            f"{ckpt_path} cannot be resumed: it is truncated, corrupt or not a checkpoint of this runner ({reason[:120]}). "
-            "Move it away and run again with resume=false to start afresh, or restore the file from a copy."
-        ) from None
+        raise ConfigError(f"{ckpt_path} cannot be resumed: it is truncated, corrupt or not a checkpoint of this runner "
+                          f"({reason[:120]}). Move it away and run again with resume=false to start afresh, or restore "
+                          "the file from a copy.") from None
     _check_resumable(state["config"], m.c, m.run_dir)
     m.model.load_state_dict(state["model"])
     m.optimizer.load_state_dict(state["optimizer"])
@@ -731,23 +691,13 @@ def _summary_record(
 ) -> dict[str, Any]:
     """What ``summary.json`` holds (``c`` is the run's resolved config, its ``alpha`` resolved)."""
     out = {
-        "status": status,
-        "epochs_completed": rows[-1]["epoch"] if rows else 0,
-        "epochs": c["epochs"],
-        "final": dict(rows[-1]) if rows else {},
-        "alpha": c["alpha"],
-        "lr": step_size(c["alpha"]),
-        "phase": c["phase"],
-        "run_name": run_name(c),
-        "run_dir": str(run_dir.resolve()),
-        **env,
-        "wall_seconds": wall_seconds,
+        "status": status, "epochs_completed": rows[-1]["epoch"] if rows else 0, "epochs": c["epochs"],
+        "final": dict(rows[-1]) if rows else {}, "alpha": c["alpha"], "lr": step_size(c["alpha"]), "phase": c["phase"],
+        "run_name": run_name(c), "run_dir": str(run_dir.resolve()), **env, "wall_seconds": wall_seconds,
         "wandb": None if sink_wandb is None else {"id": sink_wandb.run_id, "dir": str(Path(sink_wandb.run.dir).parent)},
         "config": c,
     }
-    if error is not None:
-        out["error"] = error
-    return out
+    return out if error is None else {**out, "error": error}
 
 
 def _checkpoint_record(
@@ -755,17 +705,9 @@ def _checkpoint_record(
     optimizer: torch.optim.Optimizer, rng: Mapping[str, Any], sink_wandb: WandbSink | None,
 ) -> dict[str, Any]:
     """What ``checkpoint.pt`` holds."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "epoch": epoch,
-        "status": status,
-        "rows": rows,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": rng,
-        "config": c,
-        "wandb_id": None if sink_wandb is None else sink_wandb.run_id,
-    }
+    return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "status": status, "rows": rows, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "rng": rng, "config": c,
+            "wandb_id": None if sink_wandb is None else sink_wandb.run_id}
 
 
 def _log_row(row: Mapping[str, Any], epochs: int, prefix: str = "") -> None:
@@ -780,18 +722,8 @@ def _log_row(row: Mapping[str, Any], epochs: int, prefix: str = "") -> None:
 
 
 def _row(epoch: int, m: Mapping[str, Any], *, seconds: float, batch_loss: float | None) -> dict[str, Any]:
-    return {
-        "epoch": epoch,
-        "train_loss": m["train_loss"],
-        "train_error": m["train_error"],
-        "val_error": m["val_error"],
-        "test_error": m["test_error"],
-        "path_norm": m["path_norm"],
-        "seconds": seconds,
-        "batch_loss": batch_loss,
-        "val_loss": m["val_loss"],
-        "test_loss": m["test_loss"],
-    }
+    """One row of metrics.csv, its keys in :data:`pathsgd.sinks.COLUMNS`' order, from a :func:`_measure`."""
+    return {**{k: m.get(k) for k in COLUMNS}, "epoch": epoch, "seconds": seconds, "batch_loss": batch_loss}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -802,11 +734,8 @@ def _sweep_alphas(c: Mapping[str, Any], alphas: Any = None) -> list[float]:
     """``alphas`` (default ``sweep.alphas``), checked: a non-empty list of distinct finite reals."""
     key = "sweep.alphas"
     alphas = (c.get("sweep") or {}).get("alphas") if alphas is None else alphas
-    if not isinstance(alphas, (list, tuple)) or not alphas:
-        raise ConfigError(
-            f"{key}={alphas!r} is not a non-empty list: with sweep.batched=true, list the alphas to train, "
-            "e.g. sweep.alphas=[0,1,2,3,4,5,6,7,8,9,10]"
-        )
+    _require(isinstance(alphas, (list, tuple)) and alphas, key, alphas, "is not a non-empty list: with "
+             "sweep.batched=true, list the alphas to train, e.g. sweep.alphas=[0,1,2,3,4,5,6,7,8,9,10]")
     out = []
     for a in alphas:
         try:
