@@ -44,8 +44,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from pathsgd.selection import DEFAULT_TOLERANCE, chosen_alpha, select_alphas
 from pathsgd.collect import read_run, read_summary, tidy
+from pathsgd.selection import DEFAULT_TOLERANCE, chosen_alpha, select_alphas
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("sweep", "select", "final", "aggregate", "plot")
@@ -56,18 +56,9 @@ SUBDIR = "${pathsgd_run:}"
 BATCHED_SUBDIR = ".batched/${optimizer.name}-${init.name}-d${model.dropout}-s${seed}"
 
 DEFAULTS: dict[str, Any] = {
-    "plot": "curves",
-    "results": "results",
-    "raw": "outputs",
-    "datasets": {},
-    "optimizers": ["pathsgd", "sgd", "adagrad"],
-    "inits": ["balanced", "unbalanced"],
-    "dropouts": [0.0],
-    "seeds": [0],
-    "overrides": [],
-    "launcher": None,
-    "launcher_overrides": [],
-    "toy": False,
+    "plot": "curves", "results": "results", "raw": "outputs", "datasets": {},
+    "optimizers": ["pathsgd", "sgd", "adagrad"], "inits": ["balanced", "unbalanced"], "dropouts": [0.0], "seeds": [0],
+    "overrides": [], "launcher": None, "launcher_overrides": [], "toy": False,
     "env": {},  # environment variables for the runner processes (e.g. OMP_NUM_THREADS for tiny CPU runs)
     "selection": {"tolerance": DEFAULT_TOLERANCE, "per_init": False},
     "sweep": {"alphas": list(range(11)), "epochs": 20, "inits": None, "seeds": None, "overrides": ["data.validation=10000"],
@@ -78,7 +69,6 @@ DEFAULTS: dict[str, Any] = {
 
 # --------------------------------------------------------------------------------------------------------
 # The experiment file
-# --------------------------------------------------------------------------------------------------------
 
 
 MERGED_KEYS = ("selection", "sweep", "final")  # merged key by key with a base; every other key is replaced
@@ -157,7 +147,6 @@ def sweep_inits(exp: dict) -> list[str]:
 
 # --------------------------------------------------------------------------------------------------------
 # Planning runs
-# --------------------------------------------------------------------------------------------------------
 
 
 def _num(x: float) -> int | float:
@@ -203,14 +192,8 @@ class Multirun:
     epochs: int
 
     def runs(self) -> list[Run]:
-        return [
-            Run(self.phase, self.dataset, o, i, float(d), a, int(s))
-            for o in self.optimizers
-            for d in self.dropouts
-            for a in self.alphas
-            for i in self.inits
-            for s in self.seeds
-        ]
+        return [Run(self.phase, self.dataset, o, i, float(d), a, int(s)) for o in self.optimizers
+                for d in self.dropouts for a in self.alphas for i in self.inits for s in self.seeds]
 
     def command(self, exp: dict, python: str, launcher: str | None, extra: Sequence[str]) -> list[str]:
         def sweep(key: str, values: Iterable) -> str:
@@ -218,29 +201,20 @@ class Multirun:
 
         phase = exp[self.phase]
         out_dir = (raw_dir(exp) / self.phase / self.dataset).as_posix()
-        cmd = [python, "-m", "pathsgd.train", "--multirun"]
-        cmd += list(exp["datasets"][self.dataset])
-        cmd += list(exp["overrides"]) + list(phase.get("overrides", []))
+        cmd = [python, "-m", "pathsgd.train", "--multirun", *exp["datasets"][self.dataset], *exp["overrides"],
+               *phase.get("overrides", [])]
         if self.phase == "sweep" and phase.get("batched"):
             # One job per (optimizer, dropout, init, seed), training all its alphas at once (pathsgd.batched),
             # each into the run directory its separate run would have.
-            alphas = ["sweep.batched=true", "sweep.alphas=[" + ",".join(str(a) for a in self.alphas) + "]", f"sweep.dir={out_dir}"]
+            alphas = ["sweep.batched=true", "sweep.alphas=[" + ",".join(str(a) for a in self.alphas) + "]",
+                      f"sweep.dir={out_dir}"]
             subdir = BATCHED_SUBDIR
         else:
             alphas, subdir = [sweep("alpha", self.alphas)], SUBDIR
-        cmd += [
-            sweep("optimizer", self.optimizers),
-            sweep("model.dropout", [float(d) for d in self.dropouts]),
-            *alphas,
-            sweep("init", self.inits),
-            sweep("seed", self.seeds),
-            f"epochs={self.epochs}",
-            f"phase={self.phase}",
-            f"study={exp['name']}",  # W&B groups a study's runs (logger=wandb); not part of a run's name
-            "resume=true",
-            f"hydra.sweep.dir={out_dir}",
-            f"hydra.sweep.subdir={subdir}",
-        ]
+        cmd += [sweep("optimizer", self.optimizers), sweep("model.dropout", [float(d) for d in self.dropouts]), *alphas,
+                sweep("init", self.inits), sweep("seed", self.seeds), f"epochs={self.epochs}", f"phase={self.phase}",
+                f"study={exp['name']}",  # W&B groups a study's runs (logger=wandb); not part of a run's name
+                "resume=true", f"hydra.sweep.dir={out_dir}", f"hydra.sweep.subdir={subdir}"]
         launcher = launcher or exp.get("launcher")
         if launcher:
             cmd.append(f"hydra/launcher={launcher}")
@@ -249,19 +223,11 @@ class Multirun:
 
 
 def plan_sweep(exp: dict) -> list[Multirun]:
-    return [
-        Multirun(
-            "sweep",
-            dataset,
-            list(exp["optimizers"]),
-            sweep_inits(exp),
-            [float(d) for d in exp["dropouts"]],
-            [_num(a) for a in exp["sweep"]["alphas"]],
-            [int(s) for s in exp["sweep"].get("seeds") or exp["seeds"]],  # the sweep may use fewer seeds
-            int(exp["sweep"]["epochs"]),
-        )
-        for dataset in exp["datasets"]
-    ]
+    return [Multirun("sweep", dataset, list(exp["optimizers"]), sweep_inits(exp), [float(d) for d in exp["dropouts"]],
+                     [_num(a) for a in exp["sweep"]["alphas"]],
+                     [int(s) for s in exp["sweep"].get("seeds") or exp["seeds"]],  # the sweep may use fewer seeds
+                     int(exp["sweep"]["epochs"]))
+            for dataset in exp["datasets"]]
 
 
 def plan_final(exp: dict, selection: pd.DataFrame) -> tuple[list[Multirun], list[dict]]:
@@ -280,19 +246,9 @@ def plan_final(exp: dict, selection: pd.DataFrame) -> tuple[list[Multirun], list
                         by_alpha.setdefault(_num(alpha), []).append(init)
                 for alpha, inits in by_alpha.items():
                     groups.setdefault((dataset, float(dropout), alpha, tuple(inits)), []).append(optimizer)
-    multiruns = [
-        Multirun(
-            "final",
-            dataset,
-            optimizers,
-            list(inits),
-            [dropout],
-            [alpha],
-            [int(s) for s in exp["seeds"]],
-            int(exp["final"]["epochs"]),
-        )
-        for (dataset, dropout, alpha, inits), optimizers in groups.items()
-    ]
+    multiruns = [Multirun("final", dataset, optimizers, list(inits), [dropout], [alpha], [int(s) for s in exp["seeds"]],
+                          int(exp["final"]["epochs"]))
+                 for (dataset, dropout, alpha, inits), optimizers in groups.items()]
     return multiruns, skipped
 
 
@@ -339,9 +295,8 @@ def run_finished(path: Path, epochs: int) -> bool:
     return rows == int(done) + 1 and (info["status"] == "diverged" or int(done) >= epochs)
 
 
-def launch(
-    exp: dict, multiruns: Sequence[Multirun], python: str, launcher: str | None, extra: Sequence[str]
-) -> list[str]:
+def launch(exp: dict, multiruns: Sequence[Multirun], python: str, launcher: str | None,
+           extra: Sequence[str]) -> list[str]:
     """Run the multiruns that have work left; return a line for each one that exited with an error."""
     failures = []
     for mr in multiruns:
@@ -378,7 +333,6 @@ def _quote(arg: str) -> str:
 
 # --------------------------------------------------------------------------------------------------------
 # Aggregation: run directories -> tidy table
-# --------------------------------------------------------------------------------------------------------
 
 
 def aggregate(exp: dict, runs: Iterable[Run]) -> pd.DataFrame:
@@ -395,7 +349,6 @@ def read_selection(path: Path) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------------------------
 # The driver
-# --------------------------------------------------------------------------------------------------------
 
 
 class PipelineError(RuntimeError):
@@ -414,14 +367,10 @@ def _commit() -> str:
 
 
 def write_meta(exp: dict, out: Path, argv: Sequence[str], seconds: float) -> None:
-    meta = {
-        "command": "python -m pathsgd.reproduce " + " ".join(argv),
-        "experiment": {k: v for k, v in exp.items() if k != "file"},
-        "experiment_file": exp["file"],
-        "commit": _commit(),
-        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-        "pipeline_seconds": round(seconds, 1),
-    }
+    meta = {"command": "python -m pathsgd.reproduce " + " ".join(argv),
+            "experiment": {k: v for k, v in exp.items() if k != "file"}, "experiment_file": exp["file"],
+            "commit": _commit(), "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+            "pipeline_seconds": round(seconds, 1)}
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
 
@@ -437,14 +386,8 @@ def publish_to_wandb(exp: dict, files: Sequence[Path]) -> None:
     sink.finish()
 
 
-def reproduce(
-    exp: dict,
-    steps: Sequence[str] = STEPS,
-    python: str = sys.executable,
-    launcher: str | None = None,
-    extra: Sequence[str] = (),
-    argv: Sequence[str] = (),
-) -> dict[str, Path]:
+def reproduce(exp: dict, steps: Sequence[str] = STEPS, python: str = sys.executable, launcher: str | None = None,
+              extra: Sequence[str] = (), argv: Sequence[str] = ()) -> dict[str, Path]:
     """Run ``steps`` of the pipeline for ``exp``; return the paths written."""
     t0 = time.perf_counter()
     exp = {**exp, "extra_overrides": list(extra)}  # they enter each run's name, as its config
@@ -462,11 +405,8 @@ def reproduce(
     sweep_runs = [r for mr in sweep for r in mr.runs()]
     if "select" in steps:
         sweep_table = aggregate(exp, sweep_runs)
-        selection = select_alphas(
-            sweep_table,
-            tolerance=float(exp["selection"]["tolerance"]),
-            per_init=bool(exp["selection"]["per_init"]),
-        )
+        selection = select_alphas(sweep_table, tolerance=float(exp["selection"]["tolerance"]),
+                                  per_init=bool(exp["selection"]["per_init"]))
         selection.to_csv(paths["selection"], index=False)
         print(f"[reproduce] wrote {paths['selection']}:\n{selection.to_string(index=False)}", flush=True)
 
