@@ -61,7 +61,6 @@ def _abs_pow(t: torch.Tensor, p: float) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------------
 # Layered networks: Algorithm 1
-# --------------------------------------------------------------------------------------------------
 
 
 def layered_linears(model: nn.Module) -> list[nn.Linear] | None:
@@ -80,11 +79,8 @@ def layered_linears(model: nn.Module) -> list[nn.Linear] | None:
     if not mods or len(mods) % 2 == 0:
         return None
     linears = mods[0::2]
-    if not all(isinstance(m, nn.Linear) for m in linears):
-        return None
-    if not all(isinstance(m, nn.ReLU) for m in mods[1::2]):
-        return None
-    return linears
+    layered = all(isinstance(m, nn.Linear) for m in linears) and all(isinstance(m, nn.ReLU) for m in mods[1::2])
+    return linears if layered else None
 
 
 # On the CPU, |W|^p is built in float64 a block of rows at a time, reusing one scratch buffer, so the
@@ -102,14 +98,9 @@ def row_blocks(t: torch.Tensor, elements: int = CHAIN_BLOCK_ELEMENTS) -> int:
     return max(1, elements // max(1, t[0].numel()))
 
 
-def pow_matvecs(
-    weight: torch.Tensor,
-    p: float,
-    fwd: torch.Tensor | None = None,
-    bwd: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    work: torch.Tensor | None = None,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def pow_matvecs(weight: torch.Tensor, p: float, fwd: torch.Tensor | None = None, bwd: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None,
+                work: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """``(|W|^p @ fwd + |b|^p, |W|^p.T @ bwd)`` in float64 from one pass over ``weight`` (either result
     None when its vector is). ``work``: a float64 scratch buffer of ``CHAIN_BLOCK_ELEMENTS``, reused
     across calls (fresh memory costs page faults)."""
@@ -208,7 +199,6 @@ def mlp_scale_factors(
 
 # --------------------------------------------------------------------------------------------------
 # Any supported DAG: the |w|^p twin
-# --------------------------------------------------------------------------------------------------
 
 _RELU_FUNCTIONS = {F.relu, torch.relu}
 _DROPOUT_FUNCTIONS = {F.dropout}
@@ -220,17 +210,11 @@ _WEIGHTED_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _PASS_MODULES = (nn.ReLU, nn.Dropout, nn.Identity)  # identity in the twin (inputs there are >= 0)
 
 
-def _name(target) -> str:
-    return getattr(target, "__name__", repr(target))
-
-
 def _check_avg_pool(name: str, m: nn.Module) -> None:
     padding = m.padding if isinstance(m.padding, tuple) else (m.padding,)
     if m.ceil_mode or (any(padding) and not m.count_include_pad):
-        raise ValueError(
-            f"{type(m).__name__} at '{name}' uses ceil_mode or count_include_pad=False with padding, "
-            "whose divisor varies by position; path_scales supports a fixed divisor only"
-        )
+        raise ValueError(f"{type(m).__name__} at '{name}' uses ceil_mode or count_include_pad=False with padding, "
+                         "whose divisor varies by position; path_scales supports a fixed divisor only")
 
 
 def trace_for_paths(model: nn.Module) -> torch.fx.GraphModule:
@@ -241,9 +225,8 @@ def trace_for_paths(model: nn.Module) -> torch.fx.GraphModule:
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception as err:  # fx raises many types; the user needs to know why paths are unknown
-        raise ValueError(
-            f"cannot trace {type(model).__name__} to find its paths ({err}); path_scales supports {SUPPORTED}"
-        ) from err
+        raise ValueError(f"cannot trace {type(model).__name__} to find its paths ({err}); path_scales supports "
+                         f"{SUPPORTED}") from err
     modules = dict(gm.named_modules())
     for node in gm.graph.nodes:
         if node.op == "call_module":
@@ -253,33 +236,24 @@ def trace_for_paths(model: nn.Module) -> torch.fx.GraphModule:
             elif isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.padding_mode != "zeros":
                 raise ValueError(f"Conv at '{node.target}' has padding_mode={m.padding_mode!r}; only 'zeros' is supported")
             elif not isinstance(m, _WEIGHTED_MODULES + _PASS_MODULES + (nn.Flatten, nn.AvgPool1d, nn.AvgPool2d)):
-                raise ValueError(
-                    f"{type(m).__name__} at '{node.target}' is not supported by path_scales: "
-                    f"supported are {SUPPORTED}"
-                )
+                raise ValueError(f"{type(m).__name__} at '{node.target}' is not supported by path_scales: "
+                                 f"supported are {SUPPORTED}")
         elif node.op == "call_function":
             known = _RELU_FUNCTIONS | _DROPOUT_FUNCTIONS | _SHAPE_FUNCTIONS | _ADD_FUNCTIONS
             if node.target not in known:
-                raise ValueError(
-                    f"function {_name(node.target)} in {type(model).__name__}.forward is not supported by "
-                    f"path_scales: supported are {SUPPORTED}"
-                )
+                name = getattr(node.target, "__name__", repr(node.target))
+                raise ValueError(f"function {name} in {type(model).__name__}.forward is not supported by "
+                                 f"path_scales: supported are {SUPPORTED}")
             if node.target in _ADD_FUNCTIONS and (node.kwargs or not all(isinstance(a, torch.fx.Node) for a in node.args)):
-                raise ValueError(
-                    "an addition with a constant or a scale (torch.add(..., alpha=...)) is not supported by "
-                    "path_scales: only residual sums x + f(x)"
-                )
+                raise ValueError("an addition with a constant or a scale (torch.add(..., alpha=...)) is not supported "
+                                 "by path_scales: only residual sums x + f(x)")
         elif node.op == "call_method":
             if node.target not in _SHAPE_METHODS | _RELU_METHODS:
-                raise ValueError(
-                    f"method .{node.target}() in {type(model).__name__}.forward is not supported by "
-                    f"path_scales: supported are {SUPPORTED}"
-                )
+                raise ValueError(f"method .{node.target}() in {type(model).__name__}.forward is not supported by "
+                                 f"path_scales: supported are {SUPPORTED}")
         elif node.op == "get_attr":
-            raise ValueError(
-                f"'{node.target}' is used directly in {type(model).__name__}.forward; path_scales supports "
-                "parameters only inside Linear/Conv modules"
-            )
+            raise ValueError(f"'{node.target}' is used directly in {type(model).__name__}.forward; path_scales "
+                             "supports parameters only inside Linear/Conv modules")
     return gm
 
 
@@ -295,8 +269,7 @@ class _AbsPowTwin(torch.fx.Interpreter):
 
     def __init__(self, gm: torch.fx.GraphModule, z: dict[str, torch.Tensor], p: float):
         super().__init__(gm)
-        self.z = z
-        self.p = p
+        self.z, self.p = z, p
 
     def call_module(self, target, args, kwargs):
         m = self.fetch_attr(target)
@@ -330,19 +303,13 @@ def infer_input_shape(model: nn.Module) -> tuple[int, ...]:
     first = next((m for m in model.modules() if isinstance(m, _WEIGHTED_MODULES)), None)
     if isinstance(first, nn.Linear):
         return (first.in_features,)
-    raise ValueError(
-        f"input_shape is needed for {type(model).__name__}: the paths of a convolutional network depend "
-        "on the input size; pass the shape of one example without the batch dimension, e.g. (3, 32, 32)"
-    )
+    raise ValueError(f"input_shape is needed for {type(model).__name__}: the paths of a convolutional network depend "
+                     "on the input size; pass the shape of one example without the batch dimension, e.g. (3, 32, 32)")
 
 
-def generic_path_sums(
-    model: nn.Module,
-    p: float = 2.0,
-    input_shape: Sequence[int] | None = None,
-    graph: torch.fx.GraphModule | None = None,
-    with_grads: bool = True,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def generic_path_sums(model: nn.Module, p: float = 2.0, input_shape: Sequence[int] | None = None,
+                      graph: torch.fx.GraphModule | None = None,
+                      with_grads: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(phi_p^p, {name: sum over paths through each weight of the product of the others})``."""
     p = check_p(p)
     gm = trace_for_paths(model) if graph is None else graph
@@ -356,15 +323,13 @@ def generic_path_sums(
         if not with_grads:
             return total.detach(), {}
         grads = torch.autograd.grad(total, list(z.values()), allow_unused=True)
-    sums = {
-        name: torch.zeros_like(z[name]) if g is None else g for name, g in zip(z, grads)
-    }  # a weight on no path has no paths through it
+    # A weight on no path has no paths through it.
+    sums = {name: torch.zeros_like(z[name]) if g is None else g for name, g in zip(z, grads)}
     return total.detach(), sums
 
 
 # --------------------------------------------------------------------------------------------------
 # Public API
-# --------------------------------------------------------------------------------------------------
 
 METHODS = ("auto", "mlp", "generic")
 
