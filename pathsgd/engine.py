@@ -26,17 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "OPTIMIZERS",
-    "step_size",
-    "resolve_device",
-    "make_optimizer",
-    "CAPTURE_MODES",
-    "GraphStep",
-    "train_step",
-    "train_epoch",
-    "evaluate",
-    "all_finite",
-    "tf32_matmuls",
+    "OPTIMIZERS", "step_size", "resolve_device", "make_optimizer", "CAPTURE_MODES", "GraphStep", "train_step",
+    "train_epoch", "evaluate", "all_finite", "tf32_matmuls",
 ]
 
 OPTIMIZERS = ("sgd", "adagrad", "pathsgd", "sgd_momentum", "adam", "pathsgd_momentum", "path_adagrad", "path_adam")
@@ -169,16 +160,9 @@ def _stepper(model: nn.Module, optimizer: torch.optim.Optimizer, capture: str | 
     return lambda x, y, idx: train_step(model, optimizer, x[idx], y[idx], forward=forward)
 
 
-def train_epoch(
-    members: Sequence[tuple[nn.Module, torch.optim.Optimizer]],
-    x: Tensor,
-    y: Tensor,
-    batch_size: int,
-    generator: torch.Generator,
-    *,
-    on_step: Callable[[int, Tensor], None] | None = None,
-    capture: str | None = None,
-) -> Tensor:
+def train_epoch(members: Sequence[tuple[nn.Module, torch.optim.Optimizer]], x: Tensor, y: Tensor, batch_size: int,
+                generator: torch.Generator, *, on_step: Callable[[int, Tensor], None] | None = None,
+                capture: str | None = None) -> Tensor:
     """One pass over ``(x, y)`` for each ``(model, optimizer)`` member, in mini-batches of an on-device
     permutation drawn once from ``generator`` and shared by the members.
 
@@ -198,8 +182,7 @@ def train_epoch(
     steps = [_stepper(model, optimizer, capture) for model, optimizer in members]
     for model, _ in members:
         model.train()
-    device = x.device
-    n = len(x)
+    device, n = x.device, len(x)
     perm = torch.randperm(n, generator=generator, device=device)
     total = torch.zeros(len(members), dtype=torch.float64, device=device)
     for count, start in enumerate(range(0, n, batch_size), 1):
