@@ -21,26 +21,14 @@ __all__ = ["COLUMNS", "CSVSink", "WandbSink", "format_value", "read_metrics_csv"
 # seconds: cumulative training time (evaluation excluded), 0 at row 0; the only timing column.
 # batch_loss: mean mini-batch loss during the epoch (with dropout, before each step); empty at row 0.
 COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_error",
-    "val_error",
-    "test_error",
-    "path_norm",
-    "seconds",
-    "batch_loss",
-    "val_loss",
-    "test_loss",
+    "epoch", "train_loss", "train_error", "val_error", "test_error", "path_norm", "seconds",
+    "batch_loss", "val_loss", "test_loss",
 )
 
 
 def format_value(value: Any) -> str:
     """CSV text: empty for None, ``repr`` for floats (exact round trip; ``nan``/``inf`` as such)."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
 class CSVSink:
@@ -58,15 +46,9 @@ class CSVSink:
 
 def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, float | int | None]]:
     """Rows of a ``metrics.csv`` as dicts (empty cells -> None; ``epoch`` as int), without pandas."""
-    text = Path(path).read_text(encoding="utf-8").splitlines()
-    header = text[0].split(",")
-    rows = []
-    for line in text[1:]:
-        row: dict[str, float | int | None] = {}
-        for key, cell in zip(header, line.split(",")):
-            row[key] = None if cell == "" else (int(cell) if key == "epoch" else float(cell))
-        rows.append(row)
-    return rows
+    header, *lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [{key: None if cell == "" else (int(cell) if key == "epoch" else float(cell))
+             for key, cell in zip(header.split(","), line.split(","))} for line in lines]
 
 
 ONLINE_TIMEOUT = 20.0  # seconds W&B may take to reach its server before the run logs offline instead
@@ -80,20 +62,9 @@ class WandbSink:
     Always call :meth:`finish` (the runner does so in a ``finally``).
     """
 
-    def __init__(
-        self,
-        *,
-        project: str,
-        name: str,
-        group: str | None,
-        config: Mapping[str, Any],
-        dir: str | os.PathLike,
-        mode: str = "offline",
-        entity: str | None = None,
-        tags: Sequence[str] = (),
-        job_type: str | None = None,
-        run_id: str | None = None,
-    ):
+    def __init__(self, *, project: str, name: str, group: str | None, config: Mapping[str, Any],
+                 dir: str | os.PathLike, mode: str = "offline", entity: str | None = None, tags: Sequence[str] = (),
+                 job_type: str | None = None, run_id: str | None = None):
         import wandb
 
         if mode not in ("offline", "online", "disabled"):
