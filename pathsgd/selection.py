@@ -29,28 +29,13 @@ CELL_KEYS = ("dataset", "optimizer", "dropout")
 # is excluded from the target and from the choice.
 USABLE_STATUS = "completed"
 
-SELECTION_COLUMNS = [
-    *CELL_KEYS,
-    "init",
-    "alpha",
-    "target_val_error",
-    "epoch_reached",
-    "final_val_error",
-    "tolerance",
-    "at_edge",
-    "grid",
-    "diverged",
-    "failed",
-    "status",
-]
+SELECTION_COLUMNS = [*CELL_KEYS, "init", "alpha", "target_val_error", "epoch_reached", "final_val_error", "tolerance",
+                     "at_edge", "grid", "diverged", "failed", "status"]
 
 
 def _alphas_str(alphas: Sequence[float]) -> str:
-    return " ".join(_fmt_alpha(a) for a in sorted(alphas))
-
-
-def _fmt_alpha(a: float) -> str:
-    return str(int(a)) if float(a).is_integer() else repr(float(a))
+    """``"0 0.5 3"``: the alphas sorted, integers without ``.0``."""
+    return " ".join(str(int(a)) if float(a).is_integer() else repr(float(a)) for a in sorted(alphas))
 
 
 def select_cell(runs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> dict:
@@ -67,18 +52,9 @@ def select_cell(runs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> dic
     if missing:
         raise ValueError(f"sweep rows lack columns {sorted(missing)}")
     grid = sorted(float(a) for a in runs["alpha"].dropna().unique())
-    result = {
-        "alpha": None,
-        "target_val_error": math.nan,
-        "epoch_reached": math.nan,
-        "final_val_error": math.nan,
-        "tolerance": tolerance,
-        "at_edge": False,
-        "grid": _alphas_str(grid),
-        "diverged": "",
-        "failed": "",
-        "status": "empty",
-    }
+    result = {"alpha": None, "target_val_error": math.nan, "epoch_reached": math.nan, "final_val_error": math.nan,
+              "tolerance": tolerance, "at_edge": False, "grid": _alphas_str(grid), "diverged": "", "failed": "",
+              "status": "empty"}
     if not grid:
         return result
 
@@ -97,12 +73,8 @@ def select_cell(runs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> dic
     # target nor counts as reaching it (else every alpha would tie when the init is already near the best).
     ok = runs[runs["alpha"].isin(usable) & (runs["epoch"] >= 1)]
     # Mean over seeds at each (alpha, epoch); epochs without a validation value are ignored.
-    curves = (
-        ok.dropna(subset=["val_error"])
-        .groupby(["alpha", "epoch"], as_index=False)["val_error"]
-        .mean()
-        .sort_values(["alpha", "epoch"])
-    )
+    curves = (ok.dropna(subset=["val_error"]).groupby(["alpha", "epoch"], as_index=False)["val_error"].mean()
+              .sort_values(["alpha", "epoch"]))
     if curves.empty:  # completed runs without validation values: nothing to select on
         return result
     target = float(curves["val_error"].min())
@@ -113,20 +85,12 @@ def select_cell(runs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> dic
             continue
         candidates.append((float(hit["epoch"].iloc[0]), float(curve["val_error"].iloc[-1]), float(alpha)))
     epoch_reached, final_val, alpha = min(candidates)
-    result.update(
-        alpha=alpha,
-        target_val_error=target,
-        epoch_reached=epoch_reached,
-        final_val_error=final_val,
-        at_edge=alpha in (grid[0], grid[-1]),
-        status="selected",
-    )
+    result.update(alpha=alpha, target_val_error=target, epoch_reached=epoch_reached, final_val_error=final_val,
+                  at_edge=alpha in (grid[0], grid[-1]), status="selected")
     return result
 
 
-def select_alphas(
-    sweep: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, per_init: bool = False
-) -> pd.DataFrame:
+def select_alphas(sweep: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, per_init: bool = False) -> pd.DataFrame:
     """One row per cell: the selection table written to ``selection.csv``.
 
     ``sweep`` is the tidy table restricted to the sweep phase. Cells are (dataset, optimizer, dropout), plus
@@ -148,11 +112,8 @@ def select_alphas(
 
 def chosen_alpha(selection: pd.DataFrame, dataset: str, optimizer: str, dropout: float, init: str) -> float | None:
     """The alpha that ``selection`` assigns to a final-phase cell, or None (no usable alpha, no final run)."""
-    sel = selection[
-        (selection["dataset"] == dataset)
-        & (selection["optimizer"] == optimizer)
-        & (selection["dropout"].astype(float) == float(dropout))
-    ]
+    sel = selection[(selection["dataset"] == dataset) & (selection["optimizer"] == optimizer)
+                    & (selection["dropout"].astype(float) == float(dropout))]
     exact = sel[sel["init"] == init]
     sel = exact if not exact.empty else sel[sel["init"] == "all"]
     if sel.empty or pd.isna(sel["alpha"].iloc[0]):
