@@ -59,19 +59,14 @@ def read_run(path: Path, coords: Mapping[str, Any] | None = None) -> pd.DataFram
     config = info.get("config", {}) or {}
     status = info.get("status") or ("incomplete" if (path / "metrics.csv").exists() else "failed")
     metrics = pd.read_csv(path / "metrics.csv") if (path / "metrics.csv").exists() else pd.DataFrame({"epoch": [math.nan]})
-    for column in METRIC_COLUMNS:
-        if column not in metrics.columns:
-            metrics[column] = math.nan
-    metrics = metrics[METRIC_COLUMNS].copy()
+    metrics = metrics.reindex(columns=METRIC_COLUMNS)  # a missing column is all NaN
     if coords is None:
-        coords = dict(dataset=config.get("dataset", {}).get("name"), optimizer=config.get("optimizer", {}).get("name"),
-                      init=config.get("init", {}).get("name"), dropout=config.get("model", {}).get("dropout"),
-                      alpha=_number(config.get("alpha")), phase=config.get("phase"), seed=config.get("seed"))
+        coords = {**{k: config.get(k, {}).get("name") for k in ("dataset", "optimizer", "init")},
+                  "dropout": config.get("model", {}).get("dropout"), "alpha": _number(config.get("alpha")),
+                  "phase": config.get("phase"), "seed": config.get("seed")}
     row = dict(coords, dropout=float(coords["dropout"]) if coords.get("dropout") is not None else math.nan,
                width=_width(config.get("model", {})), status=status)
-    for key, value in row.items():
-        metrics[key] = value
-    return metrics[RUN_COLUMNS]
+    return metrics.assign(**row)[RUN_COLUMNS]
 
 
 def tidy(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
