@@ -18,6 +18,7 @@ and after; :func:`write_toy_csv` writes them to ``toy.csv`` (read by ``scripts/p
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 from pathlib import Path
@@ -49,8 +50,6 @@ def _make_net(weights: list[list[list[float]]]) -> torch.nn.Module:
 
 def _rescaled(model: torch.nn.Module, c: float) -> torch.nn.Module:
     """The same network with hidden unit 0 of hidden layer 0 rescaled by c (rho_{c,v}, eq. 1)."""
-    import copy
-
     twin = copy.deepcopy(model)
     with torch.no_grad():
         twin.layers[0].weight[0].mul_(c)
@@ -68,8 +67,6 @@ def _optimizer(name: str, model: torch.nn.Module) -> torch.optim.Optimizer:
 
 def one_update(model: torch.nn.Module, optimizer: str, x: list[float]) -> torch.nn.Module:
     """A copy of ``model`` after one step of size 1 with dL/dy = -1 for every output."""
-    import copy
-
     model = copy.deepcopy(model)
     opt = _optimizer(optimizer, model)
     y = model(torch.tensor([x], dtype=torch.float64))
