@@ -48,7 +48,6 @@ the training portion. Both portions keep the original file order.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import hashlib
@@ -56,10 +55,10 @@ import math
 import operator
 import os
 import pickle
-import secrets
 import shutil
 import struct
 import sys
+import tempfile
 import warnings
 import zlib
 from collections.abc import Mapping
@@ -69,6 +68,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from pathsgd.checkpoint import atomic_write
 
 __all__ = [
     "DATASET_NAMES", "SCALES", "DataFileError", "DataSplits", "DatasetNotFoundError", "MNIST_STATS",
@@ -281,32 +282,24 @@ def safe_load_numpy_pickle(fileobj) -> Any:
 # Reading the raw files
 
 
-@contextlib.contextmanager
-def _replacing(target: Path):
-    """A fresh temp path next to ``target``, renamed onto it if the block succeeds, else removed: readers
-    and interrupted runs never see a partial file. Its mode is a new file's (0666 less the umask), not
-    tempfile's 0600, so others can read a shared data root."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _gunzip(gz: Path, out_path: str) -> None:
+    with gzip.open(gz, "rb") as src, open(out_path, "wb") as out:
+        shutil.copyfileobj(src, out)
 
 
 def _gunzip_in_place(folder: Path) -> None:
     """Decompress ``X.gz`` to ``X`` when only the ``.gz`` is present.
 
-    The IDX reader and torchvision's MNIST (its download check) look for the uncompressed names.
+    The IDX reader and torchvision's MNIST (its download check) look for the uncompressed names. Written
+    atomically (:func:`pathsgd.checkpoint.atomic_write`): readers and interrupted runs never see a partial
+    file, and its mode is a new file's (0666 less the umask), so others can read a shared data root.
     """
     for base in _MNIST_FILES:
         target, gz = folder / base, folder / (base + ".gz")
         if target.is_file() or not gz.is_file():
             continue
         try:
-            with _replacing(target) as tmp, gzip.open(gz, "rb") as src, open(tmp, "wb") as out:
-                shutil.copyfileobj(src, out)
+            atomic_write(target, functools.partial(_gunzip, gz))
         except (OSError, EOFError, zlib.error) as err:
             raise _bad_file(gz, f"cannot be decompressed ({_short(err)})") from None
 
@@ -455,9 +448,7 @@ def _read_cache(path: Path) -> tuple[Tensor, Tensor] | None:
 
 
 def _write_cache(path: Path, x: Tensor, y: Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _replacing(path) as tmp:
-        torch.save({"version": _CACHE_VERSION, "x": x, "y": y}, tmp)
+    atomic_write(path, lambda tmp: torch.save({"version": _CACHE_VERSION, "x": x, "y": y}, tmp))
 
 
 def _cached_splits(name: str, root: Path, download: bool) -> dict[str, tuple[Tensor, Tensor]]:
@@ -560,8 +551,7 @@ def convert_mnist_pickle(path: str | os.PathLike, root: str | os.PathLike, expec
         images.append(pixels.to(torch.uint8).reshape(-1, 28, 28))
         _check(f"{path}, {part} part", images[-1], y, 10, (28, 28), _PKL_REMEDY)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".MNIST-raw.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix=".MNIST-raw.", suffix=".tmp", dir=root))
     try:
         for prefix, x, y in (("train", torch.cat(images[:2]), torch.cat([y0, y1])), ("t10k", images[2], y2)):
             _write_idx(tmp / f"{prefix}-images-idx3-ubyte", 2051, x)
