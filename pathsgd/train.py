@@ -43,9 +43,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pathsgd.checkpoint import CHECKPOINT_NAME, atomic_write_json, load_checkpoint, save_checkpoint
 from pathsgd.data import DATASET_NAMES, SCALES, DataFileError, DatasetNotFoundError, load_splits
-from pathsgd.engine import (
-    OPTIMIZERS, all_finite, evaluate, make_optimizer, resolve_device, step_size, tf32_matmuls, train_epoch,
-)
+from pathsgd.engine import (OPTIMIZERS, all_finite, evaluate, make_optimizer, resolve_device, step_size, tf32_matmuls,
+                            train_epoch)
 from pathsgd.sinks import COLUMNS, CSVSink, WandbSink
 
 __all__ = ["ConfigError", "INITS", "LOGGERS", "train", "validate_config", "resolve_alpha", "run_name", "main"]
@@ -63,10 +62,8 @@ CHECKPOINT_FORMAT = 1
 # ``sweep``: a run trained in a batched sweep may be continued alone, and the other way round. ``speed.capture``:
 # how the step runs, not what it computes (a change is logged). ``speed.tf32`` and ``speed.eval_tf32`` change the
 # numbers' rounding, so a run keeps them: one run's epochs are all float32 or all TF32.
-_RESUME_MAY_CHANGE = (
-    "resume", "epochs", "device", "phase", "study", "checkpoint_every", "logger", "data.root", "data.download",
-    "sweep", "speed.capture",
-)
+_RESUME_MAY_CHANGE = ("resume", "epochs", "device", "phase", "study", "checkpoint_every", "logger", "data.root",
+                      "data.download", "sweep", "speed.capture")
 # Config keys that do not change what a run computes: left out of its name (alpha is resolved; epochs may grow).
 _NOT_IN_THE_NAME = _RESUME_MAY_CHANGE + ("optimizer.default_alpha",)
 # What a checkpoint made before the speed group existed was trained with.
@@ -85,14 +82,10 @@ def _as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The resolved config as plain containers (interpolations such as ``${oc.env:...}`` evaluated)."""
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
-    # Key by key, leaving out the ``hydra`` node (its runtime fields resolve only inside a Hydra job).
-    out = {}
-    for key in cfg:
-        if key == "hydra":
-            continue
-        value = cfg[key]  # resolved against the whole config
-        out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-    return out
+    # Key by key, each resolved against the whole config, leaving out the ``hydra`` node (its runtime fields
+    # resolve only inside a Hydra job).
+    return {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+            for key in cfg if key != "hydra"}
 
 
 def _is_int(value: Any) -> bool:
@@ -213,7 +206,7 @@ def run_name(c: DictConfig | Mapping[str, Any]) -> str:
     flat = _flatten({k: v for k, v in c.items() if k != "hydra"})
     flat["alpha"] = resolve_alpha(c)
     flat["data.validation"] = _validation_size(c)
-    kept = {k: v for k, v in flat.items() if not any(k == x or k.startswith(x + ".") for x in _NOT_IN_THE_NAME)}
+    kept = {k: v for k, v in flat.items() if not _in_groups(k, _NOT_IN_THE_NAME)}
     digest = hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
     readable = (f"{c['optimizer']['name']}-{c['init']['name']}-a{_alpha_text(flat['alpha'])}"
                 f"-d{float(c['model']['dropout'])}-s{c['seed']}")
@@ -240,18 +233,19 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check_resumable(saved: Mapping[str, Any], now: Mapping[str, Any], run_dir: Path) -> None:
-    def keep(key: str) -> bool:
-        return not any(key == k or key.startswith(k + ".") for k in _RESUME_MAY_CHANGE)
+def _in_groups(key: str, groups: tuple[str, ...]) -> bool:
+    """``key`` is one of ``groups`` or lies inside one (``logger.name`` inside ``logger``)."""
+    return any(key == g or key.startswith(g + ".") for g in groups)
 
+
+def _check_resumable(saved: Mapping[str, Any], now: Mapping[str, Any], run_dir: Path) -> None:
     a, b = {**_SPEED_BEFORE_THE_GROUP, **_flatten(saved)}, _flatten(now)
-    diffs = [f"{k}={a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if keep(k) and a.get(k) != b.get(k)]
+    diffs = [f"{k}={a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
+             if not _in_groups(k, _RESUME_MAY_CHANGE) and a.get(k) != b.get(k)]
     if diffs:
-        raise ConfigError(
-            f"resume=true, but the checkpoint in {run_dir} was made with a different configuration: "
-            + "; ".join(diffs)
-            + ". Use the same configuration, another run directory (hydra.run.dir=...), or resume=false."
-        )
+        raise ConfigError(f"resume=true, but the checkpoint in {run_dir} was made with a different configuration: "
+                          f"{'; '.join(diffs)}. Use the same configuration, another run directory "
+                          "(hydra.run.dir=...), or resume=false.")
     if a["speed.capture"] != b.get("speed.capture"):
         log.warning("resuming %s with speed.capture=%r (was %r) from here on", run_dir, b.get("speed.capture"),
                     a["speed.capture"])
@@ -533,8 +527,11 @@ def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str
         return out
 
     def checkpoint(m: _Member, rng: Mapping[str, Any]) -> None:
-        save_checkpoint(m.run_dir / CHECKPOINT_NAME,
-                        _checkpoint_record(m.c, m.epoch, m.status, m.rows, m.model, m.optimizer, rng, m.wandb))
+        """What ``checkpoint.pt`` holds: everything a resume needs."""
+        save_checkpoint(m.run_dir / CHECKPOINT_NAME, {
+            "format": CHECKPOINT_FORMAT, "epoch": m.epoch, "status": m.status, "rows": m.rows,
+            "model": m.model.state_dict(), "optimizer": m.optimizer.state_dict(), "rng": rng, "config": m.c,
+            "wandb_id": None if m.wandb is None else m.wandb.run_id})
 
     def publish(m: _Member) -> None:
         """metrics.csv (written after the checkpoint), W&B, the log line."""
@@ -700,16 +697,6 @@ def _summary_record(
     return out if error is None else {**out, "error": error}
 
 
-def _checkpoint_record(
-    c: Mapping[str, Any], epoch: int, status: str, rows: list[dict[str, Any]], model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer, rng: Mapping[str, Any], sink_wandb: WandbSink | None,
-) -> dict[str, Any]:
-    """What ``checkpoint.pt`` holds."""
-    return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "status": status, "rows": rows, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "rng": rng, "config": c,
-            "wandb_id": None if sink_wandb is None else sink_wandb.run_id}
-
-
 def _log_row(row: Mapping[str, Any], epochs: int, prefix: str = "") -> None:
     """One line per epoch (the progress bar shows only on a terminal; these lines go to the log everywhere)."""
     left = (epochs - row["epoch"]) * row["seconds"] / row["epoch"] if row["epoch"] else None
@@ -730,10 +717,9 @@ def _row(epoch: int, m: Mapping[str, Any], *, seconds: float, batch_loss: float 
 # Many runs in one process: sweep.batched=true
 
 
-def _sweep_alphas(c: Mapping[str, Any], alphas: Any = None) -> list[float]:
-    """``alphas`` (default ``sweep.alphas``), checked: a non-empty list of distinct finite reals."""
-    key = "sweep.alphas"
-    alphas = (c.get("sweep") or {}).get("alphas") if alphas is None else alphas
+def _sweep_alphas(c: Mapping[str, Any]) -> list[float]:
+    """``sweep.alphas``, checked: a non-empty list of distinct finite reals."""
+    key, alphas = "sweep.alphas", (c.get("sweep") or {}).get("alphas")
     _require(isinstance(alphas, (list, tuple)) and alphas, key, alphas, "is not a non-empty list: with "
              "sweep.batched=true, list the alphas to train, e.g. sweep.alphas=[0,1,2,3,4,5,6,7,8,9,10]")
     out = []
