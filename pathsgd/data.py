@@ -170,14 +170,14 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
 
 
-def _dataset_dir(name: str, root: Path) -> Path:
+def _layout(name: str, root: Path) -> tuple[Path, list[str]]:
+    """The dataset's folder under ``root`` and the names of the files read from it."""
     if name in ("mnist", "fashion_mnist"):
-        return _mnist_dir(name, root)
+        return _mnist_dir(name, root), list(_MNIST_FILES)
     if name in _CIFAR:
-        return root / _CIFAR[name][0]
-    if name == "svhn":
-        return root / "SVHN"
-    return root
+        folder, train, test, meta = _CIFAR[name]
+        return root / folder, train + test + [meta]
+    return (root / "SVHN", list(_SVHN_FILES)) if name == "svhn" else (root, [])
 
 
 def expected_files(name: str, root: str | os.PathLike) -> list[Path]:
@@ -186,15 +186,8 @@ def expected_files(name: str, root: str | os.PathLike) -> list[Path]:
     For MNIST and Fashion-MNIST these are the uncompressed names; a ``.gz`` next to each is accepted too.
     """
     _check_name(name)
-    folder = _dataset_dir(name, Path(root))
-    if name in ("mnist", "fashion_mnist"):
-        return [folder / f for f in _MNIST_FILES]
-    if name in _CIFAR:
-        _, train, test, meta = _CIFAR[name]
-        return [folder / f for f in train + test + [meta]]
-    if name == "svhn":
-        return [folder / f for f in _SVHN_FILES]
-    return []
+    folder, files = _layout(name, Path(root))
+    return [folder / f for f in files]
 
 
 def _missing_files(name: str, root: Path) -> list[Path]:
@@ -204,13 +197,11 @@ def _missing_files(name: str, root: Path) -> list[Path]:
 
 
 def _not_found(name: str, root: Path, reason: str) -> DatasetNotFoundError:
-    folder = _dataset_dir(name, root)
-    names = ", ".join(p.name for p in expected_files(name, root))
+    folder, files = _layout(name, root)
     gz_note = " (each may instead be gzipped, with a .gz suffix)" if name in ("mnist", "fashion_mnist") else ""
-    return DatasetNotFoundError(
-        f"dataset {name!r} not found: {reason}. Expected in directory {folder}: {names}{gz_note}. "
-        f"Put the files there, or point data.root= at a directory that has them."
-    )
+    return DatasetNotFoundError(f"dataset {name!r} not found: {reason}. Expected in directory {folder}: "
+                                f"{', '.join(files)}{gz_note}. Put the files there, or point data.root= at a "
+                                "directory that has them.")
 
 
 # ----------------------------------------------------------------------------------------------------
