@@ -34,10 +34,8 @@ OPTIMIZERS = ("sgd", "adagrad", "pathsgd", "sgd_momentum", "adam", "pathsgd_mome
 
 
 def step_size(alpha: float) -> float:
-    """The step size 10^-alpha: the one place where alpha becomes a learning rate.
-
-    Any finite real alpha is accepted (a negative alpha gives a step above 1).
-    """
+    """The step size 10^-alpha: the one place where alpha becomes a learning rate. Any finite real alpha is
+    accepted (a negative alpha gives a step above 1)."""
     alpha = float(alpha)
     if not math.isfinite(alpha):
         raise ValueError(f"alpha={alpha} is not finite: alpha must be a finite real (step size 10^-alpha)")
