@@ -18,11 +18,12 @@
 
 Run directories live under ``<raw>/<name>/<phase>/<dataset>/<run name>`` (git-ignored), the run name being
 :func:`pathsgd.train.run_name` of the run's whole config (``<optimizer>-<init>-a<alpha>-d<dropout>-s<seed>-<hash>``):
-a study whose overrides change (width, batch size, ...) trains new runs instead of reusing the old ones. Re-running skips multiruns whose runs all finished (completed or diverged) with the asked
-number of epochs and passes ``resume=true`` to the others, so an interrupted pipeline continues.
+a study whose overrides change (width, batch size, ...) trains new runs instead of reusing the old ones.
+Re-running skips multiruns whose runs all finished (completed or diverged) with the asked number of epochs and
+passes ``resume=true`` to the others, so an interrupted pipeline continues.
 
-The experiment file (YAML) is documented in ``experiments/README.md``; a ``base:`` key names a file (relative
-to this one) whose values this file overrides (dicts merged key by key, everything else replaced).
+The experiment file (YAML, with ``base:`` files merged under it: :func:`load_experiment`) is documented in
+``experiments/README.md``.
 """
 
 from __future__ import annotations
