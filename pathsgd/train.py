@@ -128,10 +128,10 @@ def _positive_int(key: str, value: Any) -> None:
 def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` (a ValueError) naming the key, the value and what is accepted."""
     c = cfg if isinstance(cfg, dict) else _as_dict(cfg)
-    model, data, logger, speed = c["model"], c["data"], c["logger"], c.get("speed") or {}
     _choice("dataset.name", c["dataset"].get("name"), DATASET_NAMES)
     _choice("optimizer.name", c["optimizer"].get("name"), OPTIMIZERS)
     _choice("init.name", c["init"].get("name"), INITS)
+    logger, speed = c["logger"], c.get("speed") or {}
     _choice("logger.name", logger.get("name"), LOGGERS)
     wandb = logger["name"] == "wandb"
     if wandb:
@@ -151,12 +151,14 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     study = c.get("study")
     _require(study is None or isinstance(study, str), "study", study,
              "is not a name: a label for the runs of one study (or null)")
+    data = c["data"]
     for key, value in (("resume", c.get("resume")), ("data.download", data.get("download")),
                        ("sweep.batched", (c.get("sweep") or {}).get("batched", False)),
                        ("speed.tf32", speed.get("tf32")), ("speed.eval_tf32", speed.get("eval_tf32"))):
         _require(isinstance(value, bool), key, value, "is not a boolean: choose true or false")
     for key, value in (("phase", c.get("phase")), *((("logger.project", logger.get("project")),) if wandb else ())):
         _require(isinstance(value, str) and value, key, value, "is not a name: a non-empty label")
+    model = c["model"]
     hidden = model.get("hidden")
     _require(isinstance(hidden, list) and hidden and all(_is_int(h) and h >= 1 for h in hidden), "model.hidden",
              hidden, "is not a non-empty list of positive integers (the hidden layers' widths), e.g. [4000,4000]")
