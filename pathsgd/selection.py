@@ -9,6 +9,12 @@ learning curve of validation error per alpha (averaged over seeds when there are
   ``tolerance`` of it (errors are fractions, so the default 0.005 is half a percentage point);
 * the chosen alpha reaches it first; ties go to the lower final validation error, then to the smaller alpha.
 
+How close the call was is recorded beside it: the runner-up (the next alpha in that order), what decided
+between them (``epochs``, ``final_val_error`` or, for an exact tie, ``alpha``), the margin in that unit, and
+the seed-to-seed spread in the same unit (the range over seeds of each seed's own epoch of reaching the
+target, or of its final validation error, the larger of the two alphas' ranges). A choice whose margin is
+zero or smaller than that spread is a ``close_call``: another draw of seeds could have picked the runner-up.
+
 Diverged alphas neither set the target nor can be chosen; they are listed in the ``diverged`` column (runs
 that never finished, status failed/incomplete/running, are excluded the same way and listed in ``failed``). A choice at either end of the swept grid is flagged (``at_edge``): the best step size
 may lie outside it. When every alpha diverged the cell gets no alpha (empty) and no final run.
@@ -30,7 +36,8 @@ CELL_KEYS = ("dataset", "optimizer", "dropout")
 USABLE_STATUS = "completed"
 
 SELECTION_COLUMNS = [*CELL_KEYS, "init", "alpha", "target_val_error", "epoch_reached", "final_val_error", "tolerance",
-                     "at_edge", "grid", "diverged", "failed", "status"]
+                     "at_edge", "grid", "diverged", "failed", "status", "runner_up", "runner_up_epoch",
+                     "runner_up_final_val_error", "decided_by", "margin", "seed_spread", "close_call", "seeds"]
 
 
 def _alphas_str(alphas: Sequence[float]) -> str:
@@ -54,7 +61,9 @@ def select_cell(runs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> dic
     grid = sorted(float(a) for a in runs["alpha"].dropna().unique())
     result = {"alpha": None, "target_val_error": math.nan, "epoch_reached": math.nan, "final_val_error": math.nan,
               "tolerance": tolerance, "at_edge": False, "grid": _alphas_str(grid), "diverged": "", "failed": "",
-              "status": "empty"}
+              "status": "empty", "runner_up": math.nan, "runner_up_epoch": math.nan,
+              "runner_up_final_val_error": math.nan, "decided_by": "", "margin": math.nan, "seed_spread": math.nan,
+              "close_call": False, "seeds": int(runs["seed"].nunique()) if "seed" in runs else 1}
     if not grid:
         return result
 
@@ -84,10 +93,34 @@ def select_cell(runs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> dic
         if hit.empty:  # cannot happen for the alpha that set the target; others may never get close
             continue
         candidates.append((float(hit["epoch"].iloc[0]), float(curve["val_error"].iloc[-1]), float(alpha)))
-    epoch_reached, final_val, alpha = min(candidates)
+    candidates.sort()
+    epoch_reached, final_val, alpha = candidates[0]
     result.update(alpha=alpha, target_val_error=target, epoch_reached=epoch_reached, final_val_error=final_val,
                   at_edge=alpha in (grid[0], grid[-1]), status="selected")
+    if len(candidates) > 1:
+        result.update(_closeness(ok, target + tolerance + 1e-12, candidates[0], candidates[1]))
     return result
+
+
+def _closeness(ok: pd.DataFrame, threshold: float, chosen: tuple, runner_up: tuple) -> dict:
+    """The runner-up, what decided against it, by how much, and the seed-to-seed spread in that unit."""
+    (e1, f1, a1), (e2, f2, a2) = chosen, runner_up
+    decided_by, margin = ("epochs", e2 - e1) if e2 > e1 else ("final_val_error", f2 - f1) if f2 > f1 else ("alpha", 0.0)
+    seed = ok["seed"] if "seed" in ok else pd.Series(0, index=ok.index)
+    spreads = []
+    for alpha in (a1, a2):
+        runs = ok[ok["alpha"] == alpha].dropna(subset=["val_error"]).assign(seed=seed).sort_values("epoch")
+        if decided_by == "epochs":  # each seed's own first epoch within reach of the (mean-curve) target
+            per_seed = runs.groupby("seed").apply(
+                lambda r: float(r["epoch"][r["val_error"] <= threshold].min()) if (r["val_error"] <= threshold).any()
+                else math.inf, include_groups=False)
+        else:
+            per_seed = runs.groupby("seed")["val_error"].last()
+        spreads.append(math.nan if len(per_seed) < 2 else 0.0 if per_seed.nunique() == 1
+                       else float(per_seed.max() - per_seed.min()))  # inf when a seed never reaches it
+    spread = max(spreads) if not all(math.isnan(x) for x in spreads) else math.nan
+    return dict(runner_up=a2, runner_up_epoch=e2, runner_up_final_val_error=f2, decided_by=decided_by,
+                margin=float(margin), seed_spread=spread, close_call=bool(margin == 0 or margin < spread))
 
 
 def select_alphas(sweep: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, per_init: bool = False) -> pd.DataFrame:

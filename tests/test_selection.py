@@ -152,3 +152,34 @@ def test_epoch_zero_the_common_init_neither_sets_nor_reaches_the_target():
     assert sel["target_val_error"] == pytest.approx(0.110)
     assert sel["epoch_reached"] == 2
     assert sel["alpha"] == 2  # alpha 2 and 3 reach it at epoch 2; alpha 2 ends lower
+
+
+def test_runner_up_margin_and_close_call():
+    # Two seeds. On the mean curves alpha 2 reaches the target (0.100) at epoch 2, alpha 1 at epoch 3: decided by
+    # one epoch. Seed by seed, alpha 1 reaches it at epochs 1 and 3: a spread of two epochs, more than the margin.
+    fast = [0.9, 0.2, 0.104, 0.104, 0.104]
+    runs = table(
+        curve(2, fast, seed=0), curve(2, fast, seed=1),
+        curve(1, [0.9, 0.104, 0.100, 0.100, 0.100], seed=0), curve(1, [0.9, 0.3, 0.3, 0.104, 0.100], seed=1),
+    )
+    sel = select_cell(runs)
+    assert (sel["alpha"], sel["runner_up"], sel["decided_by"], sel["margin"]) == (2, 1, "epochs", 1)
+    assert sel["seed_spread"] == 2 and sel["close_call"] is True and sel["seeds"] == 2
+    # The same choice with both seeds of alpha 1 late: decided by more than the seeds disagree.
+    slow = [0.9, 0.3, 0.3, 0.104, 0.100]
+    sel = select_cell(table(curve(2, fast, seed=0), curve(2, fast, seed=1), curve(1, slow, seed=0), curve(1, slow, seed=1)))
+    assert (sel["alpha"], sel["margin"], sel["seed_spread"], sel["close_call"]) == (2, 1, 0, False)
+
+
+def test_tie_in_epochs_is_decided_by_final_error_against_its_seed_spread():
+    runs = table(
+        curve(3, [0.9, 0.100, 0.101], seed=0), curve(3, [0.9, 0.100, 0.111], seed=1),  # final mean 0.106
+        curve(4, [0.9, 0.100, 0.107], seed=0), curve(4, [0.9, 0.100, 0.107], seed=1),  # final mean 0.107
+    )
+    sel = select_cell(runs)
+    assert sel["alpha"] == 3 and sel["decided_by"] == "final_val_error"
+    assert sel["margin"] == pytest.approx(0.001) and sel["seed_spread"] == pytest.approx(0.010)
+    assert sel["close_call"] is True
+    # An exact tie goes to the smaller alpha, and is always a close call.
+    tie = select_cell(table(curve(5, [0.9, 0.1, 0.1]), curve(6, [0.9, 0.1, 0.1])))
+    assert (tie["alpha"], tie["decided_by"], tie["margin"], tie["close_call"]) == (5, "alpha", 0, True)
