@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "env": {},  # environment variables for the runner processes (e.g. OMP_NUM_THREADS for tiny CPU runs)
     "selection": {"tolerance": DEFAULT_TOLERANCE, "per_init": False},
     "sweep": {"alphas": list(range(11)), "epochs": 20, "inits": None, "seeds": None, "overrides": ["data.validation=10000"],
-              "batched": False},
+              "batched": False, "per_init_check": None},
     "final": {"epochs": 100, "overrides": ["data.validation=0"]},
 }
 
@@ -224,11 +224,26 @@ class Multirun:
 
 
 def plan_sweep(exp: dict) -> list[Multirun]:
-    return [Multirun("sweep", dataset, list(exp["optimizers"]), sweep_inits(exp), [float(d) for d in exp["dropouts"]],
-                     [_num(a) for a in exp["sweep"]["alphas"]],
-                     [int(s) for s in exp["sweep"].get("seeds") or exp["seeds"]],  # the sweep may use fewer seeds
-                     int(exp["sweep"]["epochs"]))
-            for dataset in exp["datasets"]]
+    seeds = [int(s) for s in exp["sweep"].get("seeds") or exp["seeds"]]  # the sweep may use fewer seeds
+    dropouts, epochs = [float(d) for d in exp["dropouts"]], int(exp["sweep"]["epochs"])
+    plan = [Multirun("sweep", dataset, list(exp["optimizers"]), sweep_inits(exp), dropouts,
+                     [_num(a) for a in exp["sweep"]["alphas"]], seeds, epochs) for dataset in exp["datasets"]]
+    check, other_inits = per_init_check(exp)
+    if check:  # the other inits of these optimizers, on their own grid: a selection of their own (not used by the finals)
+        plan += [Multirun("sweep", dataset, check["optimizers"], other_inits, dropouts,
+                          [_num(a) for a in check["alphas"]], seeds, epochs) for dataset in exp["datasets"]]
+    return plan
+
+
+def per_init_check(exp: dict) -> tuple[dict | None, list[str]]:
+    """``sweep.per_init_check`` ({optimizers, alphas}: these optimizers also swept on the inits that the main
+    sweep leaves out, and tuned on each, for the report's per-init row of C1) and those inits; (None, []) if unset."""
+    check = exp["sweep"].get("per_init_check")
+    other = [i for i in exp["inits"] if i not in sweep_inits(exp)]
+    if not check or not other:
+        return None, []
+    return {"optimizers": [o for o in check["optimizers"] if o in exp["optimizers"]],
+            "alphas": list(check.get("alphas") or exp["sweep"]["alphas"])}, other
 
 
 def plan_final(exp: dict, selection: pd.DataFrame) -> tuple[list[Multirun], list[dict]]:
@@ -406,8 +421,14 @@ def reproduce(exp: dict, steps: Sequence[str] = STEPS, python: str = sys.executa
     sweep_runs = [r for mr in sweep for r in mr.runs()]
     if "select" in steps:
         sweep_table = aggregate(exp, sweep_runs)
-        selection = select_alphas(sweep_table, tolerance=float(exp["selection"]["tolerance"]),
-                                  per_init=bool(exp["selection"]["per_init"]))
+        tolerance = float(exp["selection"]["tolerance"])
+        main = sweep_table[sweep_table["init"].isin(sweep_inits(exp))]
+        selection = select_alphas(main, tolerance=tolerance, per_init=bool(exp["selection"]["per_init"]))
+        check, other_inits = per_init_check(exp)
+        if check:
+            checked = sweep_table[sweep_table["optimizer"].isin(check["optimizers"]) & sweep_table["init"].isin(other_inits)]
+            selection = pd.concat([selection, select_alphas(checked, tolerance, per_init=True, role="per_init_check")],
+                                  ignore_index=True)
         selection.to_csv(paths["selection"], index=False)
         print(f"[reproduce] wrote {paths['selection']}:\n{selection.to_string(index=False)}", flush=True)
 

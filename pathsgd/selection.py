@@ -37,7 +37,10 @@ USABLE_STATUS = "completed"
 
 SELECTION_COLUMNS = [*CELL_KEYS, "init", "alpha", "target_val_error", "epoch_reached", "final_val_error", "tolerance",
                      "at_edge", "grid", "diverged", "failed", "status", "runner_up", "runner_up_epoch",
-                     "runner_up_final_val_error", "decided_by", "margin", "seed_spread", "close_call", "seeds"]
+                     "runner_up_final_val_error", "decided_by", "margin", "seed_spread", "close_call", "seeds", "role"]
+# role: "main" picks the final runs' alpha; "per_init_check" is a choice made for the report alone (each init of
+# an optimizer tuned on its own, beside a main choice made on the balanced init).
+MAIN_ROLE = "main"
 
 
 def _alphas_str(alphas: Sequence[float]) -> str:
@@ -123,12 +126,14 @@ def _closeness(ok: pd.DataFrame, threshold: float, chosen: tuple, runner_up: tup
                 margin=float(margin), seed_spread=spread, close_call=bool(margin == 0 or margin < spread))
 
 
-def select_alphas(sweep: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, per_init: bool = False) -> pd.DataFrame:
+def select_alphas(sweep: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, per_init: bool = False,
+                  role: str = MAIN_ROLE) -> pd.DataFrame:
     """One row per cell: the selection table written to ``selection.csv``.
 
     ``sweep`` is the tidy table restricted to the sweep phase. Cells are (dataset, optimizer, dropout), plus
     init when ``per_init`` (then each init gets its own alpha; otherwise the ``init`` column reads ``all``
-    and the choice applies to every init of the cell).
+    and the choice applies to every init of the cell). ``role`` is written in every row: ``main`` choices
+    pick the final runs' alpha (:func:`chosen_alpha`), any other role is recorded for the report alone.
     """
     keys = [*CELL_KEYS, "init"] if per_init else list(CELL_KEYS)
     rows = []
@@ -136,7 +141,7 @@ def select_alphas(sweep: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, per
         for key, group in sweep.groupby(keys, sort=True, dropna=False):
             row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
             row.setdefault("init", "all")
-            row.update(select_cell(group, tolerance))
+            row.update(select_cell(group, tolerance), role=role)
             rows.append(row)
     table = pd.DataFrame(rows, columns=SELECTION_COLUMNS)
     table["alpha"] = pd.to_numeric(table["alpha"], errors="coerce")
@@ -147,6 +152,8 @@ def chosen_alpha(selection: pd.DataFrame, dataset: str, optimizer: str, dropout:
     """The alpha that ``selection`` assigns to a final-phase cell, or None (no usable alpha, no final run)."""
     sel = selection[(selection["dataset"] == dataset) & (selection["optimizer"] == optimizer)
                     & (selection["dropout"].astype(float) == float(dropout))]
+    if "role" in sel:  # a selection file from before roles holds main choices only
+        sel = sel[sel["role"].fillna(MAIN_ROLE) == MAIN_ROLE]
     exact = sel[sel["init"] == init]
     sel = exact if not exact.empty else sel[sel["init"] == "all"]
     if sel.empty or pd.isna(sel["alpha"].iloc[0]):

@@ -28,6 +28,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -107,25 +108,28 @@ def plot_curves_row(axes, final: pd.DataFrame, dataset: str, log_loss: bool = Tr
                         warnings.simplefilter("ignore", RuntimeWarning)  # an epoch where every seed stopped
                         y, lo, hi = np.nanmean(values, 1), np.nanmin(values, 1), np.nanmax(values, 1)
                     color, name = _opt(optimizer)
+                    seeds = cell["seed"].nunique()
+                    n_diverged = cell.loc[cell["status"] == "diverged", "seed"].nunique()
+                    # Every panel names a curve the same way, with the seeds behind its mean.
+                    count = f"{seeds - n_diverged} of {seeds} seeds" if n_diverged else f"{seeds} seed" + "s" * (seeds > 1)
                     on_top = optimizer.startswith("path") and init != "balanced"
                     ax.plot(x, y, INIT_STYLE.get(init, ":"), color=color, lw=1.4 if not on_top else 1.8,
-                            zorder=3 if on_top else 2, label=f"{name}, {init}")
+                            zorder=3 if on_top else 2, label=f"{name}, {init} ({count})")
                     if values.shape[1] > 1:
                         ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0, zorder=1)
-                    n_diverged = cell.loc[cell["status"] == "diverged", "seed"].nunique()
-                    diverged = n_diverged > 0
                     for seed, run in cell.groupby("seed"):
                         run = run.sort_values("epoch")
-                        finite = np.isfinite(run[metric].to_numpy(float))
+                        values_run = run[metric].to_numpy(float)
+                        finite = np.isfinite(values_run)
                         if (run["status"] == "diverged").any() and finite.any():
-                            i = np.flatnonzero(finite)[-1]
-                            ax.plot(run["epoch"].to_numpy(float)[i], run[metric].to_numpy(float)[i], "x", color=color,
-                                    ms=8, mew=2, zorder=4)
+                            # x at the epoch it diverged in, at its last finite value (a nan loss has no height)
+                            ax.plot(float(run["epoch"].iloc[-1]), values_run[finite][-1], "x", color=color, ms=8,
+                                    mew=2, zorder=4)
                     finite = np.isfinite(y)
-                    seeds = cell["seed"].nunique()
-                    what = f"{name}, {init}" + (f" ({n_diverged} of {seeds} seeds)" if diverged and seeds > 1 else "")
-                    ends.append((what, y[finite][-1] if finite.any() else math.nan, diverged))
+                    what = f"{name}, {init} ({count})"
+                    ends.append((what, y[finite][-1] if finite.any() else math.nan, n_diverged == seeds))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         if metric == "train_loss":
             if log_loss and (data[metric] > 0).any():
@@ -140,8 +144,8 @@ def plot_curves_row(axes, final: pd.DataFrame, dataset: str, log_loss: bool = Tr
         top = ax.get_ylim()[1]
         off = [f"{n}: {'diverged' if d else f'{v:.3g}'}" for n, v, d in ends if d or not v <= top]
         if off:
-            ax.text(0.98, 0.97, "off scale (last value):\n" + "\n".join(off), transform=ax.transAxes, ha="right",
-                    va="top", fontsize=7, bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.7", alpha=0.9), zorder=5)
+            # Above the panel, where it covers no curve.
+            ax.set_title("off scale (last value):\n" + "\n".join(off), fontsize=7)
         ax.grid(alpha=0.3)
 
 
@@ -153,6 +157,7 @@ def plot_alpha(ax, runs: pd.DataFrame, selection: pd.DataFrame, dataset: str) ->
         return
     last = sweep.sort_values("epoch").groupby(["optimizer", "init", "dropout", "alpha", "seed"], as_index=False).last()
     top = 1.0
+    at_edge: list[str] = []
     dropouts = sorted(last["dropout"].unique())
     for k, optimizer in enumerate(_order(last["optimizer"], list(OPT_STYLE))):
         color, name = _opt(optimizer)
@@ -175,6 +180,8 @@ def plot_alpha(ax, runs: pd.DataFrame, selection: pd.DataFrame, dataset: str) ->
                     a = float(sel["alpha"].iloc[0])
                     if a in ok.index:
                         ax.plot([a], [ok.loc[a]], "o", ms=11, mfc="none", mec=color, mew=1.5)
+                        if str(sel["at_edge"].iloc[0]) == "True":  # the best step may lie outside the grid
+                            at_edge.append(name)
     # The axis spans the alphas that trained; diverged ones beyond it (the smoke studies' -30) are named, not drawn.
     usable = last[last["status"] == "completed"]["alpha"]
     if not usable.empty:
@@ -187,7 +194,8 @@ def plot_alpha(ax, runs: pd.DataFrame, selection: pd.DataFrame, dataset: str) ->
     ax.set_xlabel(r"$\alpha$ (step $10^{-\alpha}$)")
     ax.set_ylabel("validation error (last sweep epoch)")
     ax.set_ylim(0, top * 1.05)
-    ax.set_title("x: diverged, o: chosen", fontsize=8)
+    edge = f"\nchosen at the grid's edge: {', '.join(dict.fromkeys(at_edge))}" if at_edge else ""
+    ax.set_title("x: diverged, o: chosen" + edge, fontsize=8)
     ax.grid(alpha=0.3)
 
 
@@ -197,7 +205,7 @@ def _describe(runs: pd.DataFrame) -> str:
     widths = ", ".join(str(w) for w in src["width"].dropna().unique())
     epochs = int(src["epoch"].max()) if src["epoch"].notna().any() else 0
     seeds = src["seed"].nunique()
-    spread = f", mean of {seeds} seeds, band: lowest to highest" if seeds > 1 else ""
+    spread = f", mean of {seeds} seeds, band: lowest to highest" if seeds > 1 else ", 1 seed"
     return f"width {widths}, {epochs} epochs{spread}"
 
 
@@ -210,8 +218,6 @@ def figure_curves(results: Path, title: str | None) -> plt.Figure:
     for row, dataset in zip(axes, datasets):
         plot_curves_row(row[:3], final, dataset)
         plot_alpha(row[3], runs, selection, dataset)
-        row[0].annotate(_dataset_label(dataset), xy=(-0.32, 0.5), xycoords="axes fraction",
-                        rotation=90, va="center", ha="center", fontsize=12, fontweight="bold")
     handles, labels = [], []
     for ax in axes.flat:
         for h, l in zip(*ax.get_legend_handles_labels()):
@@ -222,8 +228,17 @@ def figure_curves(results: Path, title: str | None) -> plt.Figure:
     fig.suptitle(f"{title or results.name} ({_describe(runs)})", y=1.0 - 0.08 / height, fontsize=12)
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1.0 - 0.35 / height),
                ncol=min(len(labels), 6), fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0.02, 0, 1, 1 - 0.7 / height))
+    fig.tight_layout(rect=(0.03, 0, 1, 1 - 0.7 / height))
+    label_rows(fig, axes, [_dataset_label(d) for d in datasets], fontsize=12)
     return fig
+
+
+def label_rows(fig: plt.Figure, axes, labels: list[str], fontsize: int) -> None:
+    """Each row's name at the figure's left edge, in the margin tight_layout left free: clear of every axis label."""
+    for row, label in zip(axes, labels):
+        box = row[0].get_position()
+        fig.text(0.008, (box.y0 + box.y1) / 2, label, rotation=90, va="center", ha="center", fontsize=fontsize,
+                 fontweight="bold")
 
 
 def figure_family(results: Path, title: str | None) -> plt.Figure:
@@ -237,15 +252,15 @@ def figure_family(results: Path, title: str | None) -> plt.Figure:
         in_pair = runs[runs["optimizer"].isin(pair)]
         plot_curves_row(row[:3], in_pair[in_pair["phase"] == "final"], dataset)
         plot_alpha(row[3], in_pair, selection, dataset)
-        row[0].legend(fontsize=8, loc="lower left")
-        row[0].annotate(f"{_opt(pair[0])[1]}\nvs {_opt(pair[1])[1]}", xy=(-0.32, 0.5), xycoords="axes fraction",
-                        rotation=90, va="center", ha="center", fontsize=11, fontweight="bold")
+        # The legend right of the row, the row's name in the left margin: neither covers a curve or a label.
+        row[3].legend(*row[0].get_legend_handles_labels(), fontsize=8, loc="upper left", bbox_to_anchor=(1.04, 1.0))
     height = fig.get_figheight()
     name = _dataset_label(dataset)
     heading = title if title and name in title else f"{title or results.name}: {name}"
     fig.suptitle(f"{heading} ({_describe(runs)}; solid balanced, dashed unbalanced init)", y=1.0 - 0.08 / height,
                  fontsize=12)
-    fig.tight_layout(rect=(0.02, 0, 1, 1 - 0.4 / height))
+    fig.tight_layout(rect=(0.03, 0, 1, 1 - 0.4 / height))
+    label_rows(fig, axes, [f"{_opt(a)[1]}\nvs {_opt(b)[1]}" for a, b in pairs], fontsize=11)
     return fig
 
 
@@ -321,15 +336,16 @@ def figure_fig1(results: Path, title: str | None) -> plt.Figure:
         stopped = f", diverged in epoch {int(run['epoch'].iloc[-1])}" if diverged else ""
         ax_a.plot(run["epoch"][finite], loss[finite], "-", color=color, label=f"SGD, {init} init{stopped}")
         if diverged and finite.any():  # where it stopped: its last finite value
-            ax_a.plot(run["epoch"].to_numpy(float)[finite][-1], loss[finite][-1], "x", color=color, ms=10, mew=2)
+            ax_a.plot(float(run["epoch"].iloc[-1]), loss[finite][-1], "x", color=color, ms=10, mew=2)
     ax_a.set_yscale("log")
     ax_a.set_xlabel("epoch")
+    ax_a.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_a.set_ylabel("cross-entropy (train)")
     ax_a.set_title(f"(a) SGD on {_dataset_label(dataset)} ({_describe(runs)})".replace("\n", " "))
     ax_a.legend()
     ax_a.grid(alpha=0.3)
     plot_alpha(ax_alpha, runs, selection, dataset)
-    ax_alpha.set_title("SGD step-size sweep (balanced); x: diverged, o: chosen", fontsize=9)
+    ax_alpha.set_title("SGD step-size sweep (balanced); " + ax_alpha.get_title(), fontsize=9)  # keeps the edge note
 
     captions = {
         "b": "(b) 1-1-1 chain, x = 1, step 1, dL/dy = -1: weights (1, 1) and its rescaling (0.1, 10)",

@@ -422,7 +422,7 @@ def test_stand_in_rows_are_labelled_and_the_alpha_axis_spans_the_usable_grid(tmp
     plot.STAND_INS.add("mnist")
     fig = plot.figure_curves(results, "smoke")
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert any("generated stand-in" in t and "MNIST" in t for t in texts)
+    assert any("generated stand-in" in t.get_text() and "MNIST" in t.get_text() for t in fig.texts)  # the row's name
     alpha_ax = fig.axes[3]
     assert alpha_ax.get_xlim()[0] > -1 and any("off axis: alpha = -30" in t for t in texts)
 
@@ -450,3 +450,12 @@ def test_collect_names_a_conv_nets_width_by_its_channels(tmp_path):
         "alpha": 2.0, "phase": "final", "seed": 0}}))
     (tmp_path / "metrics.csv").write_text("epoch,train_loss\n0,2.3\n")
     assert set(read_run(tmp_path)["width"]) == {"8 channels"}
+
+
+def test_per_init_check_sweeps_the_other_init_of_its_optimizers_only():
+    fig2 = rp.load_experiment(REPO / "experiments/fig2_mnist.yaml")
+    sweeps = rp.plan_sweep(fig2)
+    assert [(m.optimizers, m.inits) for m in sweeps] == [(["pathsgd", "sgd", "adagrad"], ["balanced"]),
+                                                         (["sgd", "adagrad"], ["unbalanced"])]
+    assert sweeps[1].alphas == list(range(11)) and sweeps[1].seeds == sweeps[0].seeds == [0, 1]
+    assert len(rp.plan_sweep(rp.load_experiment(REPO / "experiments/fig3_mnist.yaml"))) == 1  # balanced only: no check

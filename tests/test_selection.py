@@ -183,3 +183,12 @@ def test_tie_in_epochs_is_decided_by_final_error_against_its_seed_spread():
     # An exact tie goes to the smaller alpha, and is always a close call.
     tie = select_cell(table(curve(5, [0.9, 0.1, 0.1]), curve(6, [0.9, 0.1, 0.1])))
     assert (tie["alpha"], tie["decided_by"], tie["margin"], tie["close_call"]) == (5, "alpha", 0, True)
+
+
+def test_a_per_init_check_never_picks_the_final_alpha():
+    sweep = table(curve(1, [0.9, 0.1], optimizer="sgd", init="balanced", dataset="mnist", dropout=0.0),
+                  curve(2, [0.9, 0.5], optimizer="sgd", init="balanced", dataset="mnist", dropout=0.0))
+    unbalanced = table(curve(5, [0.9, 0.2], optimizer="sgd", init="unbalanced", dataset="mnist", dropout=0.0))
+    selection = pd.concat([select_alphas(sweep), select_alphas(unbalanced, per_init=True, role="per_init_check")])
+    assert list(selection["role"]) == ["main", "per_init_check"]
+    assert chosen_alpha(selection, "mnist", "sgd", 0.0, "unbalanced") == 1  # the main choice, made on balanced
