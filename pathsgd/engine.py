@@ -1,11 +1,8 @@
 """The one training loop, with torch alone (no Hydra, no W&B): step, epoch, evaluation.
 
 A step is what a user writes: ``loss.backward(); optimizer.step()`` with the public optimizers
-(``torch.optim.SGD``, ``torch.optim.Adagrad``, :class:`pathsgd.PathSGD`). An epoch trains K >= 1 members,
-each a (model, optimizer) pair, on the same batches: a single run is K = 1, a sweep over step sizes in
-one process is K > 1, and each member follows exactly the trajectory of its own run (same batch order,
-same dropout masks). Data are whole tensors on the device; an epoch is the slices of one on-device
-permutation, and nothing inside an epoch syncs with the host (losses accumulate on the device) unless a
+(``torch.optim.SGD``, ``torch.optim.Adagrad``, :class:`pathsgd.PathSGD`). An epoch trains one model with
+its optimizer. Data are whole tensors on the device; an epoch is the slices of one on-device permutation, and nothing inside an epoch syncs with the host (losses accumulate on the device) unless a
 progress bar asks for a running loss. The runner (:mod:`pathsgd.train`) and the benchmark import these.
 
 ``capture`` runs the same step faster where it can: ``"graph"`` replays it as a CUDA graph (CUDA only;
@@ -19,7 +16,7 @@ import contextlib
 import math
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +139,7 @@ class GraphStep:
 
 
 def _stepper(model: nn.Module, optimizer: torch.optim.Optimizer, capture: str | None):
-    """``step(x, y, idx)`` for one member, as ``capture`` asks (see the module docstring)."""
+    """``step(x, y, idx)`` as ``capture`` asks (see the module docstring)."""
     if capture == "graph" and next(model.parameters()).is_cuda:
         cached = getattr(optimizer, "_pathsgd_graph_step", None)  # a graph outlives the epoch
         if cached is None or cached.model is not model:
@@ -158,53 +155,30 @@ def _stepper(model: nn.Module, optimizer: torch.optim.Optimizer, capture: str | 
     return lambda x, y, idx: train_step(model, optimizer, x[idx], y[idx], forward=forward)
 
 
-def train_epoch(members: Sequence[tuple[nn.Module, torch.optim.Optimizer]], x: Tensor, y: Tensor, batch_size: int,
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, batch_size: int,
                 generator: torch.Generator, *, on_step: Callable[[int, Tensor], None] | None = None,
                 capture: str | None = None) -> Tensor:
-    """One pass over ``(x, y)`` for each ``(model, optimizer)`` member, in mini-batches of an on-device
-    permutation drawn once from ``generator`` and shared by the members.
+    """One pass over ``(x, y)`` in mini-batches of an on-device permutation drawn once from ``generator``.
 
-    The last batch is smaller when ``batch_size`` does not divide ``len(x)``. With K > 1 members, every
-    member's step starts from the same state of torch's global generators, so its dropout masks are those
-    of its separate run (the generators end where one run would leave them). Returns each member's mean
-    batch loss, float64 ``[K]`` on the device (non-finite if any of its steps' losses was; the caller checks
-    once per epoch). ``on_step(step, loss_sums)`` (e.g. a progress bar) is called after each step with the
-    running sums of batch losses; reading them syncs, so a caller should do so sparingly.
+    The last batch is smaller when ``batch_size`` does not divide ``len(x)``. Returns the mean batch loss, a
+    float64 0-dim tensor on the device (non-finite if any step's loss was; the caller checks once per epoch).
+    ``on_step(step, loss_sum)`` (e.g. a progress bar) is called after each step with the running sum of batch
+    losses; reading it syncs, so a caller should do so sparingly.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be a positive integer")
     if capture not in CAPTURE_MODES:
         raise ValueError(f"capture={capture!r} is unknown: choose one of {', '.join(map(repr, CAPTURE_MODES))}")
-    if not members:
-        raise ValueError("train_epoch needs at least one (model, optimizer) member")
-    steps = [_stepper(model, optimizer, capture) for model, optimizer in members]
-    for model, _ in members:
-        model.train()
+    step = _stepper(model, optimizer, capture)
+    model.train()
     device, n = x.device, len(x)
     perm = torch.randperm(n, generator=generator, device=device)
-    total = torch.zeros(len(members), dtype=torch.float64, device=device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for count, start in enumerate(range(0, n, batch_size), 1):
-        idx = perm[start : start + batch_size]
-        if len(steps) == 1:
-            total[0] += steps[0](x, y, idx)
-        else:
-            rng = _global_rng(device)
-            for k, step in enumerate(steps):
-                _set_global_rng(rng, device)
-                total[k] += step(x, y, idx)
+        total += step(x, y, perm[start : start + batch_size])
         if on_step is not None:
             on_step(count, total)
     return total / max(-(-n // batch_size), 1)
-
-
-def _global_rng(device: torch.device) -> tuple[Tensor, Tensor | None]:
-    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-
-def _set_global_rng(state: tuple[Tensor, Tensor | None], device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
 
 
 @torch.no_grad()

@@ -7,9 +7,7 @@
 
 1. **sweep**: for every dataset, one ``python -m pathsgd.train --multirun`` process sweeps optimizer x
    dropout x alpha x init x seed on the validation split (the basic launcher runs the jobs one after another
-   in that process, so start-up is paid once per dataset). With ``sweep: {batched: true}`` each job is one
-   (optimizer, dropout, init, seed) that trains all the alphas at once (``sweep.batched=true`` of the runner),
-   writing the same run directories.
+   in that process, so start-up is paid once per dataset; the joblib launcher runs several at a time).
 2. **select**: :func:`pathsgd.selection.select_alphas` on the sweep's tidy rows -> ``selection.csv``.
 3. **final**: every (dataset, optimizer, init, dropout) cell with its chosen alpha on the whole training set;
    one multirun per (dataset, dropout, alpha). A cell whose alphas all diverged gets no final run.
@@ -53,8 +51,6 @@ STEPS = ("sweep", "select", "final", "aggregate", "plot")
 FINISHED = ("completed", "diverged")
 # The run directory's name inside <raw>/<name>/<phase>/<dataset>/: Hydra resolves it per job (pathsgd.train.run_name).
 SUBDIR = "${pathsgd_run:}"
-# With sweep.batched: Hydra's own directory of each batched job (its members go to SUBDIR's names, via sweep.dir).
-BATCHED_SUBDIR = ".batched/${optimizer.name}-${init.name}-d${model.dropout}-s${seed}"
 
 DEFAULTS: dict[str, Any] = {
     "plot": "curves", "results": "results", "raw": "outputs", "datasets": {},
@@ -63,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "env": {},  # environment variables for the runner processes (e.g. OMP_NUM_THREADS for tiny CPU runs)
     "selection": {"tolerance": DEFAULT_TOLERANCE, "per_init": False},
     "sweep": {"alphas": list(range(11)), "epochs": 20, "inits": None, "seeds": None, "overrides": ["data.validation=10000"],
-              "batched": False, "per_init_check": None},
+              "per_init_check": None},
     "final": {"epochs": 100, "overrides": ["data.validation=0"]},
 }
 
@@ -123,6 +119,9 @@ def _validate(exp: dict) -> None:
             raise ValueError(f"{exp['file']}: {key} is empty")
     if not exp["sweep"]["alphas"]:
         raise ValueError(f"{exp['file']}: sweep.alphas is empty")
+    if "batched" in exp["sweep"]:
+        raise ValueError(f"{exp['file']}: sweep.batched is gone: run several runs at a time with the joblib launcher "
+                         "(launcher: joblib, launcher_overrides: [hydra.launcher.n_jobs=2])")
 
 
 def results_dir(exp: dict) -> Path:
@@ -204,18 +203,11 @@ class Multirun:
         out_dir = (raw_dir(exp) / self.phase / self.dataset).as_posix()
         cmd = [python, "-m", "pathsgd.train", "--multirun", *exp["datasets"][self.dataset], *exp["overrides"],
                *phase.get("overrides", [])]
-        if self.phase == "sweep" and phase.get("batched"):
-            # One job per (optimizer, dropout, init, seed), training all its alphas at once (pathsgd.batched),
-            # each into the run directory its separate run would have.
-            alphas = ["sweep.batched=true", "sweep.alphas=[" + ",".join(str(a) for a in self.alphas) + "]",
-                      f"sweep.dir={out_dir}"]
-            subdir = BATCHED_SUBDIR
-        else:
-            alphas, subdir = [sweep("alpha", self.alphas)], SUBDIR
-        cmd += [sweep("optimizer", self.optimizers), sweep("model.dropout", [float(d) for d in self.dropouts]), *alphas,
+        cmd += [sweep("optimizer", self.optimizers), sweep("model.dropout", [float(d) for d in self.dropouts]),
+                sweep("alpha", self.alphas),
                 sweep("init", self.inits), sweep("seed", self.seeds), f"epochs={self.epochs}", f"phase={self.phase}",
                 f"study={exp['name']}",  # W&B groups a study's runs (logger=wandb); not part of a run's name
-                "resume=true", f"hydra.sweep.dir={out_dir}", f"hydra.sweep.subdir={subdir}"]
+                "resume=true", f"hydra.sweep.dir={out_dir}", f"hydra.sweep.subdir={SUBDIR}"]
         launcher = launcher or exp.get("launcher")
         if launcher:
             cmd.append(f"hydra/launcher={launcher}")

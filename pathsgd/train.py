@@ -21,7 +21,6 @@ call; :func:`main` is the thin ``@hydra.main`` wrapper (also the ``pathsgd-train
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -56,11 +55,10 @@ ARCHS = ("mlp", "convnet")
 LOGGERS = ("csv", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
 CAPTURES = ("none", "graph", "compile")  # speed.capture; none (or null) is eager
-CHECKPOINT_FORMAT = 1
 
 # Config keys that may change between a run and its resume; any other difference is refused.
-# ``sweep``: a run trained in a batched sweep may be continued alone, and the other way round. ``speed.capture``:
-# how the step runs, not what it computes (a change is logged). ``speed.tf32`` and ``speed.eval_tf32`` change the
+# ``sweep``: a key of checkpoints written when the runner could train several step sizes in one process; it never
+# changed what a run computes. ``speed.capture``: how the step runs, not what it computes (a change is logged). ``speed.tf32`` and ``speed.eval_tf32`` change the
 # numbers' rounding, so a run keeps them: one run's epochs are all float32 or all TF32.
 _RESUME_MAY_CHANGE = ("resume", "epochs", "device", "phase", "study", "checkpoint_every", "logger", "data.root",
                       "data.download", "sweep", "speed.capture")
@@ -153,7 +151,6 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
              "is not a name: a label for the runs of one study (or null)")
     data = c["data"]
     for key, value in (("resume", c.get("resume")), ("data.download", data.get("download")),
-                       ("sweep.batched", (c.get("sweep") or {}).get("batched", False)),
                        ("speed.tf32", speed.get("tf32")), ("speed.eval_tf32", speed.get("eval_tf32"))):
         _require(isinstance(value, bool), key, value, "is not a boolean: choose true or false")
     for key, value in (("phase", c.get("phase")), *((("logger.project", logger.get("project")),) if wandb else ())):
@@ -384,15 +381,11 @@ def _load_data(c: Mapping[str, Any], device: torch.device):
         raise ConfigError(f"dataset {name!r} with data.validation={validation}: {err}") from err
 
 
-def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
     """Train one configuration; write metrics.csv, summary.json and checkpoint.pt into ``run_dir``.
 
     ``run_dir`` defaults to Hydra's output directory when Hydra is running, else the current directory.
     Returns the summary dict (also written to ``summary.json``). Raises :class:`ConfigError` on bad input.
-    With ``sweep.batched=true``: every alpha of ``sweep.alphas`` in one process (members of one loop), each
-    into ``<sweep.dir or beside run_dir>/<run_name>``, the directory its separate run gets; returns their
-    summaries. Each member's records equal its separate run's: same init, batch order and dropout masks,
-    and the same optimizer code.
     """
     c = _as_dict(cfg)
     validate_config(c)
@@ -402,25 +395,8 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
     if c["speed"]["capture"] == "none":  # as pathsgd.engine.train_epoch takes it: None (eager)
         c["speed"]["capture"] = None
     run_dir = Path(run_dir) if run_dir is not None else _default_run_dir()
-    if not (c.get("sweep") or {}).get("batched"):
-        configs, run_dirs = [c], [run_dir]
-    else:
-        if c["logger"]["name"] != "csv":
-            raise ConfigError(f"logger={c['logger']['name']} with sweep.batched=true: a batched sweep writes CSV "
-                              "records only; use logger=csv, or separate runs (sweep.batched=false) for W&B")
-        if c["speed"]["capture"] is not None:
-            raise ConfigError(f"speed.capture={c['speed']['capture']} with sweep.batched=true: a batched sweep's "
-                              "step is eager; use speed.capture=none, or separate runs (sweep.batched=false) to "
-                              "capture the step")
-        configs = [{**copy.deepcopy(c), "alpha": alpha} for alpha in _sweep_alphas(c)]
-        parent = Path(c["sweep"].get("dir") or run_dir.parent)
-        run_dirs = [parent / run_name(mc) for mc in configs]
-    with tf32_matmuls(c["speed"]["tf32"], resolve_device(c["device"])), _sigterm_as_interrupt(), \
-            contextlib.ExitStack() as locks:
-        for run_dir in run_dirs:
-            locks.enter_context(_lock(run_dir))
-        out = _train(configs, run_dirs)
-    return out if c["sweep"]["batched"] else out[0]
+    with tf32_matmuls(c["speed"]["tf32"], resolve_device(c["device"])), _sigterm_as_interrupt(), _lock(run_dir):
+        return _train(c, run_dir)
 
 
 @contextlib.contextmanager
@@ -463,15 +439,14 @@ def _records_written_whole() -> Iterator[None]:
         raise KeyboardInterrupt(f"signal {signum}")
 
 
-class _Member:
-    """One run of the loop: its config, directory, model, optimizer and records."""
+class _Run:
+    """What a run carries from epoch to epoch: its config, directory, model, optimizer and records."""
 
-    def __init__(self, c: dict[str, Any], run_dir: Path, model: torch.nn.Module, optimizer) -> None:
-        self.c, self.run_dir, self.model, self.optimizer = c, run_dir, model, optimizer
+    def __init__(self, c: dict[str, Any], run_dir: Path, model: torch.nn.Module, optimizer, rng: dict[str, Any]) -> None:
+        self.c, self.run_dir, self.model, self.optimizer, self.rng = c, run_dir, model, optimizer, rng
         self.lr = step_size(c["alpha"])
         self.rows: list[dict[str, Any]] = []
         self.status = "running"
-        self.rng: dict[str, Any] | None = None
         self.sink = CSVSink(run_dir / "metrics.csv")
         self.wandb: WandbSink | None = None
         self.wandb_id: str | None = None
@@ -481,9 +456,8 @@ class _Member:
         return self.rows[-1]["epoch"] if self.rows else -1
 
 
-def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str, Any]]:
-    """The one training loop of :func:`train`: one member per config (all but ``alpha`` equal), validated."""
-    c = configs[0]
+def _train(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The training loop of :func:`train`, on a validated config."""
     eval_tf32 = c["speed"]["tf32"] or c["speed"]["eval_tf32"]
     device = resolve_device(c["device"])
     seed = c["seed"]
@@ -494,104 +468,87 @@ def _train(configs: list[dict[str, Any]], run_dirs: list[Path]) -> list[dict[str
     batches = torch.Generator(device=device).manual_seed(_derive_seed(seed, "batches"))
     # The init's and the optimizer's own checks name the bad option; say which config group holds it.
     try:
-        model0 = _build_model(c, data.in_features, data.num_classes, seed).to(device)
+        model = _build_model(c, data.in_features, data.num_classes, seed).to(device)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"init={c['init']['name']} (init.*): {err}") from err
     fresh_rng = _rng_state(device, batches)
     opt_cfg = c["optimizer"]
-    members: list[_Member] = []
-    for mc, run_dir in zip(configs, run_dirs):
-        model = model0 if len(configs) == 1 else copy.deepcopy(model0)
-        try:
-            kwargs = dict(opt_cfg.get("kwargs") or {})
-            if c["model"]["arch"] == "convnet" and opt_cfg["name"].startswith("path"):
-                kwargs["input_shape"] = (data.in_features,)  # gamma of a conv net depends on its input's size
-            optimizer = make_optimizer(opt_cfg["name"], model, step_size(mc["alpha"]), **kwargs)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"optimizer={opt_cfg['name']} (optimizer.kwargs.*): {err}") from err
-        m = _Member(mc, run_dir, model, optimizer)
-        m.rng = fresh_rng
-        _resume(m)
-        if m.rows:  # the checkpoint's rows are the record: a lost or stale metrics.csv is rebuilt from them
-            m.sink.write(m.rows)
-        members.append(m)
+    try:
+        kwargs = dict(opt_cfg.get("kwargs") or {})
+        if c["model"]["arch"] == "convnet" and opt_cfg["name"].startswith("path"):
+            kwargs["input_shape"] = (data.in_features,)  # gamma of a conv net depends on its input's size
+        optimizer = make_optimizer(opt_cfg["name"], model, step_size(c["alpha"]), **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"optimizer={opt_cfg['name']} (optimizer.kwargs.*): {err}") from err
+    run = _Run(c, run_dir, model, optimizer, fresh_rng)
+    _resume(run)
+    if run.rows:  # the checkpoint's rows are the record: a lost or stale metrics.csv is rebuilt from them
+        run.sink.write(run.rows)
 
     env = {"commit": _git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda,
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
-    for m in members:  # say where it runs and where it writes: device=auto falls back to the CPU silently otherwise
-        log.info("%s on %s (%s) -> %s", run_name(m.c), device, env["device"], m.run_dir.resolve())
+    # Say where it runs and where it writes: device=auto falls back to the CPU silently otherwise.
+    log.info("%s on %s (%s) -> %s", run_name(c), device, env["device"], run_dir.resolve())
     t_start = time.perf_counter()
 
-    def summary(m: _Member, error: str | None = None) -> dict[str, Any]:
-        out = _summary_record(m.c, m.status, m.rows, m.run_dir, env, time.perf_counter() - t_start, m.wandb, error)
-        if len(members) > 1:
-            out["batched"] = {"alphas": [x.c["alpha"] for x in members]}
-        return out
+    def summary(error: str | None = None) -> dict[str, Any]:
+        return _summary_record(c, run.status, run.rows, run_dir, env, time.perf_counter() - t_start, run.wandb, error)
 
-    def checkpoint(m: _Member, rng: Mapping[str, Any]) -> None:
+    def checkpoint(rng: Mapping[str, Any]) -> None:
         """What ``checkpoint.pt`` holds: everything a resume needs."""
-        save_checkpoint(m.run_dir / CHECKPOINT_NAME, {
-            "format": CHECKPOINT_FORMAT, "epoch": m.epoch, "status": m.status, "rows": m.rows,
-            "model": m.model.state_dict(), "optimizer": m.optimizer.state_dict(), "rng": rng, "config": m.c,
-            "wandb_id": None if m.wandb is None else m.wandb.run_id})
+        save_checkpoint(run_dir / CHECKPOINT_NAME, {
+            "epoch": run.epoch, "status": run.status, "rows": run.rows, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "rng": rng, "config": c,
+            "wandb_id": None if run.wandb is None else run.wandb.run_id})
 
-    def publish(m: _Member) -> None:
+    def publish() -> None:
         """metrics.csv (written after the checkpoint), W&B, the log line."""
-        m.sink.write(m.rows)
-        if m.wandb is not None:
-            m.wandb.log(m.rows[-1])
-        _log_row(m.rows[-1], m.c["epochs"], prefix="" if len(members) == 1 else f"alpha={_alpha_text(m.c['alpha'])}: ")
+        run.sink.write(run.rows)
+        if run.wandb is not None:
+            run.wandb.log(run.rows[-1])
+        _log_row(run.rows[-1], c["epochs"])
 
     try:
-        if c["logger"]["name"] == "wandb":  # one member: a batched sweep is refused W&B in train()
-            m, lg = members[0], c["logger"]
-            m.wandb = WandbSink(
-                project=lg["project"], entity=lg.get("entity"), name=f"{c['dataset']['name']}-{run_name(m.c)}",
-                group=c.get("study") or lg.get("group"), tags=lg.get("tags") or (), job_type=c["phase"], config=m.c,
-                dir=m.run_dir, mode=lg["mode"], run_id=m.wandb_id)
-        fresh = [m for m in members if m.status == "running" and not m.rows]
-        if fresh:  # row 0: one measurement, since fresh members share the init
-            m0 = _measure(model0, data, None, eval_tf32)
-            for m in fresh:
-                m.rows.append(_row(0, m0, seconds=0.0, batch_loss=None))
-                if not (m0["finite"] and math.isfinite(m0["train_loss"])):
-                    m.status = "diverged"  # e.g. an init that overflowed: training it would be meaningless
-                    log.warning("the initial model has non-finite loss or weights; the run diverged before training")
-                    checkpoint(m, fresh_rng)
-                elif m.lr > torch.finfo(next(model0.parameters()).dtype).max:
-                    m.status = "diverged"  # the first update is infinite (torch even refuses to apply it)
-                    log.warning("step 10^-alpha = %g exceeds the weights' floating-point range; the run diverged", m.lr)
-                    checkpoint(m, fresh_rng)
-                publish(m)
-        for m in members:
-            atomic_write_json(m.run_dir / "summary.json", summary(m))
-
-        # Members resumed at different epochs train in turn, each group from its own saved generators.
-        running = [m for m in members if m.status == "running"]
-        for level in sorted({m.epoch for m in running}):
-            _train_group([m for m in running if m.epoch == level], c, data, device, batches, eval_tf32,
-                         checkpoint, publish, lambda m: atomic_write_json(m.run_dir / "summary.json", summary(m)))
-        out = [summary(m) for m in members]
-        for m, record in zip(members, out):
-            atomic_write_json(m.run_dir / "summary.json", record)
-            if m.wandb is not None:
-                m.wandb.set_summary({"status": m.status,
-                                     **{f"final/{k}": v for k, v in record["final"].items() if v is not None}})
-        return out
+        if c["logger"]["name"] == "wandb":
+            lg = c["logger"]
+            run.wandb = WandbSink(
+                project=lg["project"], entity=lg.get("entity"), name=f"{c['dataset']['name']}-{run_name(c)}",
+                group=c.get("study") or lg.get("group"), tags=lg.get("tags") or (), job_type=c["phase"], config=c,
+                dir=run_dir, mode=lg["mode"], run_id=run.wandb_id)
+        if run.status == "running" and not run.rows:  # row 0: the initial network
+            m0 = _measure(model, data, None, eval_tf32)
+            run.rows.append(_row(0, m0, seconds=0.0, batch_loss=None))
+            if not (m0["finite"] and math.isfinite(m0["train_loss"])):
+                run.status = "diverged"  # e.g. an init that overflowed: training it would be meaningless
+                log.warning("the initial model has non-finite loss or weights; the run diverged before training")
+                checkpoint(fresh_rng)
+            elif run.lr > torch.finfo(next(model.parameters()).dtype).max:
+                run.status = "diverged"  # the first update is infinite (torch even refuses to apply it)
+                log.warning("step 10^-alpha = %g exceeds the weights' floating-point range; the run diverged", run.lr)
+                checkpoint(fresh_rng)
+            publish()
+        atomic_write_json(run_dir / "summary.json", summary())
+        if run.status == "running":
+            _train_epochs(run, data, device, batches, eval_tf32, checkpoint, publish,
+                          lambda: atomic_write_json(run_dir / "summary.json", summary()))
+        record = summary()
+        atomic_write_json(run_dir / "summary.json", record)
+        if run.wandb is not None:
+            run.wandb.set_summary({"status": run.status,
+                                   **{f"final/{k}": v for k, v in record["final"].items() if v is not None}})
+        return record
     except BaseException as err:
-        for m in members:
-            if m.status == "running":
-                m.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-                try:
-                    atomic_write_json(m.run_dir / "summary.json", summary(m, error=f"{type(err).__name__}: {err}"))
-                except Exception:  # never hide the original error
-                    log.exception("could not write %s", m.run_dir / "summary.json")
+        if run.status == "running":
+            run.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            try:
+                atomic_write_json(run_dir / "summary.json", summary(error=f"{type(err).__name__}: {err}"))
+            except Exception:  # never hide the original error
+                log.exception("could not write %s", run_dir / "summary.json")
         raise
     finally:
-        for m in members:
-            if m.wandb is not None:
-                m.wandb.save(m.run_dir / "metrics.csv", m.run_dir / "summary.json")
-                m.wandb.finish(exit_code=0 if m.status in ("completed", "diverged") else 1)
+        if run.wandb is not None:
+            run.wandb.save(run_dir / "metrics.csv", run_dir / "summary.json")
+            run.wandb.finish(exit_code=0 if run.status in ("completed", "diverged") else 1)
 
 
 def _lock(run_dir: Path):
@@ -612,7 +569,7 @@ def _lock(run_dir: Path):
     return handle
 
 
-def _resume(m: _Member) -> None:
+def _resume(m: _Run) -> None:
     """Load ``m``'s checkpoint when ``resume=true`` asks for it; say what happens either way."""
     ckpt_path = m.run_dir / CHECKPOINT_NAME
     if not m.c["resume"]:
@@ -641,46 +598,41 @@ def _resume(m: _Member) -> None:
         log.info("resuming %s from epoch %d", m.run_dir, state["epoch"])
 
 
-def _train_group(group: list[_Member], c, data, device, batches, eval_tf32, checkpoint, publish, record) -> None:
-    """Train members at the same epoch together until each completes or diverges."""
-    _set_rng_state(group[0].rng, device, batches)
+def _train_epochs(run: _Run, data, device, batches, eval_tf32, checkpoint, publish, record) -> None:
+    """Train from the run's last epoch until it completes or diverges, recording every epoch."""
+    c = run.c
+    _set_rng_state(run.rng, device, batches)
     steps = -(-len(data.train_x) // c["batch_size"])
-    for epoch in range(group[0].epoch + 1, c["epochs"] + 1):
-        desc = f"epoch {epoch}/{c['epochs']}" + ("" if len(group) == 1 else f" ({len(group)} runs)")
-        bar, on_step = _progress(steps, desc)
+    for epoch in range(run.epoch + 1, c["epochs"] + 1):
+        bar, on_step = _progress(steps, f"epoch {epoch}/{c['epochs']}")
         _sync(device)
         t0 = time.perf_counter()
         try:
-            batch_losses = train_epoch(
-                [(m.model, m.optimizer) for m in group], data.train_x, data.train_y, c["batch_size"], batches,
-                on_step=None if on_step is None else lambda s, total: on_step(s, total.nanmean()),
-                capture=c["speed"]["capture"],
-            )
+            batch_loss = train_epoch(run.model, run.optimizer, data.train_x, data.train_y, c["batch_size"], batches,
+                                     on_step=on_step, capture=c["speed"]["capture"])
             _sync(device)
         finally:
             bar.close()
-        share = (time.perf_counter() - t0) / len(group)  # each member's share of the epoch's time
+        elapsed = time.perf_counter() - t0
         rng = _rng_state(device, batches)
-        for m, batch_loss in zip(group, batch_losses):
-            meas = _measure(m.model, data, batch_loss, eval_tf32)
-            with _records_written_whole():
-                before = m.rows, m.status
-                m.rows = m.rows + [_row(epoch, meas, seconds=m.rows[-1]["seconds"] + share, batch_loss=meas["batch_loss"])]
-                if not (meas["finite"] and math.isfinite(meas["batch_loss"]) and math.isfinite(meas["train_loss"])):
-                    m.status = "diverged"
-                    log.warning("epoch %d: non-finite loss or weights; the run diverged (alpha=%g)", epoch, m.c["alpha"])
-                elif epoch == c["epochs"]:
-                    m.status = "completed"
-                try:  # checkpoint, then metrics.csv: if either write fails, the summary keeps the last epoch both hold
-                    if m.status != "running" or epoch % c["checkpoint_every"] == 0:
-                        checkpoint(m, rng)
-                    publish(m)
-                except BaseException:
-                    m.rows, m.status = before
-                    raise
-                record(m)  # summary.json, each epoch
-        group = [m for m in group if m.status == "running"]  # diverged members stop costing anything
-        if not group:
+        meas = _measure(run.model, data, batch_loss, eval_tf32)
+        with _records_written_whole():
+            before = run.rows, run.status
+            run.rows = run.rows + [_row(epoch, meas, seconds=run.rows[-1]["seconds"] + elapsed, batch_loss=meas["batch_loss"])]
+            if not (meas["finite"] and math.isfinite(meas["batch_loss"]) and math.isfinite(meas["train_loss"])):
+                run.status = "diverged"
+                log.warning("epoch %d: non-finite loss or weights; the run diverged (alpha=%g)", epoch, c["alpha"])
+            elif epoch == c["epochs"]:
+                run.status = "completed"
+            try:  # checkpoint, then metrics.csv: if either write fails, the summary keeps the last epoch both hold
+                if run.status != "running" or epoch % c["checkpoint_every"] == 0:
+                    checkpoint(rng)
+                publish()
+            except BaseException:
+                run.rows, run.status = before
+                raise
+            record()  # summary.json, each epoch
+        if run.status != "running":
             return
 
 
@@ -699,12 +651,12 @@ def _summary_record(
     return out if error is None else {**out, "error": error}
 
 
-def _log_row(row: Mapping[str, Any], epochs: int, prefix: str = "") -> None:
+def _log_row(row: Mapping[str, Any], epochs: int) -> None:
     """One line per epoch (the progress bar shows only on a terminal; these lines go to the log everywhere)."""
     left = (epochs - row["epoch"]) * row["seconds"] / row["epoch"] if row["epoch"] else None
     log.info(
-        "%sepoch %d/%d  train_loss %.4g  train_error %.4f  val_error %s  test_error %.4f  path_norm %.4g  (%.1f s%s)",
-        prefix, row["epoch"], epochs, row["train_loss"], row["train_error"],
+        "epoch %d/%d  train_loss %.4g  train_error %.4f  val_error %s  test_error %.4f  path_norm %.4g  (%.1f s%s)",
+        row["epoch"], epochs, row["train_loss"], row["train_error"],
         "-" if row["val_error"] is None else f"{row['val_error']:.4f}",
         row["test_error"], row["path_norm"], row["seconds"], "" if left is None else f", about {left:.0f} s of training left",
     )
@@ -713,26 +665,6 @@ def _log_row(row: Mapping[str, Any], epochs: int, prefix: str = "") -> None:
 def _row(epoch: int, m: Mapping[str, Any], *, seconds: float, batch_loss: float | None) -> dict[str, Any]:
     """One row of metrics.csv, its keys in :data:`pathsgd.sinks.COLUMNS`' order, from a :func:`_measure`."""
     return {**{k: m.get(k) for k in COLUMNS}, "epoch": epoch, "seconds": seconds, "batch_loss": batch_loss}
-
-
-# ----------------------------------------------------------------------------------------------------
-# Many runs in one process: sweep.batched=true
-
-
-def _sweep_alphas(c: Mapping[str, Any]) -> list[float]:
-    """``sweep.alphas``, checked: a non-empty list of distinct finite reals."""
-    key, alphas = "sweep.alphas", (c.get("sweep") or {}).get("alphas")
-    _require(isinstance(alphas, (list, tuple)) and alphas, key, alphas, "is not a non-empty list: with "
-             "sweep.batched=true, list the alphas to train, e.g. sweep.alphas=[0,1,2,3,4,5,6,7,8,9,10]")
-    out = []
-    for a in alphas:
-        try:
-            out.append(resolve_alpha({"alpha": a}))
-        except ConfigError as err:
-            raise ConfigError(f"{key}: {err}") from None
-    if len(set(out)) != len(out):
-        raise ConfigError(f"{key}={list(alphas)!r} repeats an alpha: each alpha is one run directory")
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------

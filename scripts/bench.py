@@ -256,7 +256,7 @@ class RunnerLoop:
         if not self.fused_chains:  # read at each chain (and at capture): the torch path for this loop only
             os.environ["PATHSGD_FUSED_CHAINS"] = "0"
         try:
-            return train_epoch([(self.model, self.optimizer)], self.x[:n], self.y[:n], self.batch, self.generator,
+            return train_epoch(self.model, self.optimizer, self.x[:n], self.y[:n], self.batch, self.generator,
                                capture=self.capture)
         finally:
             if saved is None:

@@ -129,39 +129,6 @@ def test_the_paper_update_check_catches_an_update_without_gamma(monkeypatch, tmp
         user_loop(summary["config"], "pathsgd", epochs=1)
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.5])
-def test_each_member_of_a_stack_equals_its_own_run(dropout):
-    """train_epoch with K members: each member's weights equal those of its separate train_epoch, bit for bit
-    (same batches; the global generator reset per member, so the same dropout masks)."""
-    data = load_splits("synthetic", "unused", validation=0, seed=0, synthetic={"n_train": 90, "in_features": 6})
-    lrs = [1e-1, 1e-2, 1e-3]
-
-    def members():
-        torch.manual_seed(3)
-        base = MLP(6, 10, hidden=(8, 8), dropout=dropout)
-        out = []
-        for lr in lrs:
-            model = MLP(6, 10, hidden=(8, 8), dropout=dropout)
-            model.load_state_dict(base.state_dict())
-            out.append((model, PathSGD(model, lr)))
-        return out
-
-    stack = members()
-    torch.manual_seed(11)
-    order = torch.Generator().manual_seed(5)
-    losses = torch.stack([train_epoch(stack, data.train_x, data.train_y, 20, order) for _ in range(2)], 1)
-    after_stack = torch.get_rng_state()
-    for k, (model, opt) in enumerate(members()):
-        torch.manual_seed(11)
-        order = torch.Generator().manual_seed(5)
-        alone = torch.cat([train_epoch([(model, opt)], data.train_x, data.train_y, 20, order) for _ in range(2)])
-        assert torch.equal(alone, losses[k])
-        for a, b in zip(model.parameters(), stack[k][0].parameters()):
-            assert torch.equal(a, b)
-        assert torch.equal(torch.get_rng_state(), after_stack)  # the generator ends where one run leaves it
-    assert not torch.equal(stack[0][0].layers[0].weight, stack[2][0].layers[0].weight)
-
-
 # Every key that changes what a run computes, with another value: each must give another run directory.
 CHANGES_RESULT = [
     "model.hidden=[16,8]", "batch_size=20", "data.scale=standardize", "data.validation=50", "data.split_seed=3",
@@ -170,7 +137,7 @@ CHANGES_RESULT = [
 ]
 # Keys that do not: the same directory, so that resume=true finds the run (epochs: a run may be extended).
 KEEPS_RESULT = ["epochs=5", "resume=true", "device=auto", "phase=final", "study=fig2", "checkpoint_every=2", "logger=wandb",
-                "data.root=/elsewhere", "data.download=false", "speed.capture=graph", "sweep.batched=true"]
+                "data.root=/elsewhere", "data.download=false", "speed.capture=graph"]
 
 
 def test_one_name_per_result():

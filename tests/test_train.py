@@ -132,6 +132,15 @@ def test_synthetic_has_its_own_validation_default(tmp_path):
     assert summary["config"]["data"]["validation"] == 500
 
 
+def test_the_removed_batched_sweep_is_refused(tmp_path, monkeypatch, capsys):
+    """Several step sizes in one process are gone (the joblib launcher runs runs in parallel): Hydra refuses the key."""
+    monkeypatch.setattr(sys, "argv", ["pathsgd-train", *TINY, "sweep.batched=true", f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exc:
+        train_mod.main()
+    assert exc.value.code != 0 and "Could not override 'sweep.batched'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 class Killed(Exception):
     pass
 
@@ -422,16 +431,11 @@ def test_cli_default_run_dir_is_deterministic_and_resumable(tmp_path):
         (("speed.tf32=yes",), "speed.tf32='yes' is not a boolean: choose true or false"),
         (("data.split_seed=abc",), "data.split_seed='abc' is not a non-negative integer"),
         (("data.download=maybe",), "data.download='maybe' is not a boolean"),
-        (("sweep.batched=2",), "sweep.batched=2 is not a boolean"),
         (("phase=null",), "phase=None is not a name"),
         (("logger=wandb", "logger.project=null"), "logger.project=None is not a name"),
         (("data.root=null",), "data.root=None is not a directory path"),
         (("model.hidden=[]",), "model.hidden=[] is not a non-empty list of positive integers"),
         (("speed.tf32=1",), "speed.tf32=1 is not a boolean: choose true or false"),
-        (
-            ("sweep.batched=true", "sweep.alphas=[1,2]", "speed.capture=graph"),
-            "speed.capture=graph with sweep.batched=true: a batched sweep's step is eager",
-        ),
     ],
 )
 def test_cli_bad_values_exit_nonzero_with_a_message(tmp_path, monkeypatch, capsys, args, message):
