@@ -2,7 +2,7 @@
 # Python runs as $(PY): the project's virtual environment by default; `make smoke PY=python3` uses another.
 VENV ?= .venv
 PY ?= $(VENV)/bin/python
-# torch/torchvision pinned to releases that pip can take from this machine's disk; any torch >= 2.3 works.
+# torch/torchvision pinned to the releases the tests run with (TORCH_PINS= to take pip's choice); any torch >= 2.3 works.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
 .DEFAULT_GOAL := help
@@ -14,7 +14,7 @@ help: ## list the targets
 install: ## create $(VENV) and install the package with the reproduction (the repro extra) and its test tools
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install $(TORCH_PINS)
+	$(if $(TORCH_PINS),$(PY) -m pip install $(TORCH_PINS))
 	$(PY) -m pip install -e '.[repro,dev]'
 
 test: ## run the test suite (CPU, no network; a few minutes): everything but the end-to-end pipeline

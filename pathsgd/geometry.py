@@ -113,7 +113,7 @@ def pow_matvecs(weight: torch.Tensor, p: float, fwd: torch.Tensor | None = None,
             return kernels.fused_pow_matvecs(weight, p, fwd, bwd, bias)
         except Exception as err:  # noqa: BLE001 - e.g. a Triton compile error: the torch path is always right
             if weight.is_cuda and torch.cuda.is_current_stream_capturing():
-                raise  # the capture is spoilt: its caller (pathsgd.fast) falls back to eager, kernel and all
+                raise  # the capture is spoilt: the step's caller falls back to eager, kernel and all
             kernels.disable_after(err)
     rows, cols = weight.shape
     step = row_blocks(weight, CHAIN_BLOCK_ELEMENTS)

@@ -6,6 +6,7 @@ W&B is imported only by :class:`WandbSink`.
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import warnings
@@ -13,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pathsgd.checkpoint import atomic_write_text
+from pathsgd.checkpoint import atomic_write
 
-__all__ = ["COLUMNS", "CSVSink", "WandbSink", "format_value", "read_metrics_csv"]
+__all__ = ["COLUMNS", "CSVSink", "WandbSink", "read_metrics_csv"]
 
 # The first seven are the runner's contract with the figure pipeline; the rest are extras after them.
 # seconds: cumulative training time (evaluation excluded), 0 at row 0; the only timing column.
@@ -26,29 +27,28 @@ COLUMNS = (
 )
 
 
-def format_value(value: Any) -> str:
-    """CSV text: empty for None, ``repr`` for floats (exact round trip; ``nan``/``inf`` as such)."""
-    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
-
-
 class CSVSink:
-    """``metrics.csv``: rewritten whole and atomically after each epoch, so it always matches the checkpoint."""
+    """``metrics.csv``: rewritten whole and atomically after each epoch, so it always matches the checkpoint.
+    A float is written as ``str`` gives it (its shortest exact form, ``nan``/``inf`` as such), None as empty."""
 
     def __init__(self, path: str | os.PathLike, columns: Sequence[str] = COLUMNS):
         self.path = Path(path)
         self.columns = tuple(columns)
 
     def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        lines = [",".join(self.columns)]
-        lines += [",".join(format_value(row.get(c)) for c in self.columns) for row in rows]
-        atomic_write_text(self.path, "\n".join(lines) + "\n")
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                out = csv.writer(f, lineterminator="\n")
+                out.writerow(self.columns)
+                out.writerows([row.get(c) for c in self.columns] for row in rows)
+        atomic_write(self.path, write)
 
 
 def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, float | int | None]]:
     """Rows of a ``metrics.csv`` as dicts (empty cells -> None; ``epoch`` as int), without pandas."""
-    header, *lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [{key: None if cell == "" else (int(cell) if key == "epoch" else float(cell))
-             for key, cell in zip(header.split(","), line.split(","))} for line in lines]
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{key: None if cell == "" else (int(cell) if key == "epoch" else float(cell)) for key, cell in row.items()}
+                for row in csv.DictReader(f)]
 
 
 ONLINE_TIMEOUT = 20.0  # seconds W&B may take to reach its server before the run logs offline instead

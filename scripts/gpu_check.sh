@@ -4,7 +4,7 @@
 # runner's step eager, in a CUDA graph and with a compiled forward. Needs torch (with Triton) and pytest;
 # no Hydra, W&B or network (the runner's own CUDA test runs only where Hydra imports).
 #
-#   bash scripts/gpu_check.sh [OUT_DIR]      # default: $OUT if set (the device tool's), else results/bench/gpu-check
+#   bash scripts/gpu_check.sh [OUT_DIR]      # default: $OUT if set, else results/bench/gpu-check
 #   PY=.venv/bin/python bash scripts/gpu_check.sh     # another interpreter (default python3)
 #
 # Everything it prints goes to OUT_DIR/gpu_check.log; each benchmark writes its JSON record there

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from pathsgd.data import DATASET_NAMES
 from pathsgd.engine import OPTIMIZERS, step_size
-from pathsgd.train import INITS, ConfigError, _as_dict, resolve_alpha, run_name, validate_config
+from pathsgd.config import INITS, ConfigError, as_dict, resolve_alpha, run_name, validate_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -23,7 +23,7 @@ def make_cfg(*overrides: str, hydra_node: bool = False):
 
 def test_defaults_are_the_papers_setup(monkeypatch):
     monkeypatch.delenv("PATHSGD_DATA", raising=False)
-    c = _as_dict(make_cfg())
+    c = as_dict(make_cfg())
     assert c["dataset"]["name"] == "mnist"
     assert c["optimizer"]["name"] == "pathsgd"
     assert c["init"]["name"] == "balanced"
@@ -42,7 +42,7 @@ def test_defaults_are_the_papers_setup(monkeypatch):
 @pytest.mark.parametrize("dataset", DATASET_NAMES)
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_dataset_and_optimizer_composes(dataset, optimizer):
-    c = _as_dict(make_cfg(f"dataset={dataset}", f"optimizer={optimizer}"))
+    c = as_dict(make_cfg(f"dataset={dataset}", f"optimizer={optimizer}"))
     validate_config(c)
     assert c["dataset"]["name"] == dataset and c["optimizer"]["name"] == optimizer
     assert math.isfinite(resolve_alpha(c))
@@ -52,16 +52,16 @@ def test_every_dataset_and_optimizer_composes(dataset, optimizer):
 
 @pytest.mark.parametrize("init", INITS)
 def test_inits_compose(init):
-    c = _as_dict(make_cfg(f"init={init}"))
+    c = as_dict(make_cfg(f"init={init}"))
     validate_config(c)
     if init == "unbalanced":
         assert c["init"] == {"name": "unbalanced", "n_units": None, "base_mode": "power", "max_exponent": 30.0}
 
 
 def test_alpha_null_means_the_optimizers_default():
-    c = _as_dict(make_cfg("optimizer=adagrad", "alpha=null"))
+    c = as_dict(make_cfg("optimizer=adagrad", "alpha=null"))
     assert resolve_alpha(c) == c["optimizer"]["default_alpha"] == 2
-    assert resolve_alpha(_as_dict(make_cfg("alpha=-0.5"))) == -0.5
+    assert resolve_alpha(as_dict(make_cfg("alpha=-0.5"))) == -0.5
 
 
 def test_step_size_is_ten_to_minus_alpha():
@@ -75,7 +75,7 @@ def test_step_size_is_ten_to_minus_alpha():
 def test_run_dir_is_deterministic_from_the_config():
     cfg = make_cfg("dataset=cifar10", "optimizer=sgd", "init=unbalanced", "alpha=3", "model.dropout=0.5", "seed=7", hydra_node=True)
     run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"]
-    name = run_name(_as_dict(cfg))
+    name = run_name(as_dict(cfg))
     assert name.startswith("sgd-unbalanced-a3-d0.5-s7-") and run_dir == f"outputs/runs/cifar10/{name}"
     sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=True)
     assert sweep["subdir"] == f"cifar10/{name}"
@@ -84,14 +84,14 @@ def test_run_dir_is_deterministic_from_the_config():
 def test_data_root_and_wandb_mode_follow_the_environment(monkeypatch):
     monkeypatch.setenv("PATHSGD_DATA", "/somewhere/data")
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    c = _as_dict(make_cfg("logger=wandb"))
+    c = as_dict(make_cfg("logger=wandb"))
     assert c["data"]["root"] == "/somewhere/data"
     assert c["logger"]["mode"] == "offline" and c["logger"]["project"] == "pathsgd"
     assert c["logger"]["group"] == "mnist-pathsgd-balanced-d0.0-single"
     monkeypatch.setenv("WANDB_MODE", "online")
-    assert _as_dict(make_cfg("logger=wandb"))["logger"]["mode"] == "online"
+    assert as_dict(make_cfg("logger=wandb"))["logger"]["mode"] == "online"
     monkeypatch.delenv("WANDB_MODE")
-    assert _as_dict(make_cfg("logger=wandb", "logger.mode=online"))["logger"]["mode"] == "online"
+    assert as_dict(make_cfg("logger=wandb", "logger.mode=online"))["logger"]["mode"] == "online"
 
 
 @pytest.mark.parametrize(

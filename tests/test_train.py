@@ -14,6 +14,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+import pathsgd.rundir as rundir
 import pathsgd.train as train_mod
 from pathsgd.checkpoint import load_checkpoint
 from pathsgd.engine import tf32_matmuls
@@ -511,15 +512,15 @@ def test_a_signal_while_an_epoch_is_recorded_waits_until_every_record_holds_it()
     import signal
 
     written = []
-    with train_mod._sigterm_as_interrupt():
+    with rundir._sigterm_as_interrupt():
         for signum in (signal.SIGTERM, signal.SIGINT):
             with pytest.raises(KeyboardInterrupt, match=f"signal {int(signum)}"):
-                with train_mod._records_written_whole():
+                with rundir.RunDir.writing_whole():
                     written.append("checkpoint")
                     os.kill(os.getpid(), signum)
                     written.append("summary")  # still runs: the interrupt waits
     assert written == ["checkpoint", "summary"] * 2
-    with train_mod._sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):  # outside the records: at once
+    with rundir._sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):  # outside the records: at once
         os.kill(os.getpid(), signal.SIGTERM)
         written.append("never")
     assert written[-1] == "summary"
@@ -527,14 +528,14 @@ def test_a_signal_while_an_epoch_is_recorded_waits_until_every_record_holds_it()
 
 def test_a_failed_checkpoint_write_leaves_the_records_in_agreement(tmp_path, monkeypatch):
     """The checkpoint of epoch 2 cannot be written: summary.json, metrics.csv and the checkpoint all stop at epoch 1."""
-    real = train_mod.save_checkpoint
+    real = rundir.save_checkpoint
 
     def failing(path, state):
         if state["epoch"] == 2:
             raise OSError(28, "No space left on device")
         real(path, state)
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", failing)
+    monkeypatch.setattr(rundir, "save_checkpoint", failing)
     with pytest.raises(OSError, match="No space"):
         train(make_cfg("epochs=3"), run_dir=tmp_path)
     summary = read_summary(tmp_path)
@@ -545,14 +546,14 @@ def test_a_failed_checkpoint_write_leaves_the_records_in_agreement(tmp_path, mon
 
 def test_summary_moves_each_epoch(tmp_path, monkeypatch):
     seen = []
-    real = train_mod.atomic_write_json
+    real = rundir.atomic_write_json
 
     def spy(path, obj):
         if Path(path).name == "summary.json":
             seen.append(obj["epochs_completed"])
         real(path, obj)
 
-    monkeypatch.setattr(train_mod, "atomic_write_json", spy)
+    monkeypatch.setattr(rundir, "atomic_write_json", spy)
     train(make_cfg("epochs=3"), run_dir=tmp_path)
     assert [0, 1, 2, 3] == sorted(set(seen))
 
