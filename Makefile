@@ -17,11 +17,11 @@ install: ## create $(VENV) and install the package with the reproduction (the re
 	$(if $(TORCH_PINS),$(PY) -m pip install $(TORCH_PINS))
 	$(PY) -m pip install -e '.[repro,dev]'
 
-test: ## run the test suite (CPU, no network; a few minutes): everything but the end-to-end pipeline
+test: ## run the test suite (CPU, no network): everything but the tests marked slow
 	$(PY) -m pytest -q -m "not slow"
 
 .PHONY: test-slow
-test-slow: ## the end-to-end tests: the whole smoke pipeline and notebook in a temp dir, submitit_local jobs (CI runs both)
+test-slow: ## the slow tests: the smoke pipeline and notebook, submitit_local jobs, the golden metrics, training-heavy tests (CI runs both)
 	$(PY) -m pytest -q -m slow
 
 .PHONY: bench

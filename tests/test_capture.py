@@ -44,6 +44,7 @@ def test_graph_on_the_cpu_is_the_eager_step():
     assert all(torch.equal(a, b) for a, b in zip(m_eager.parameters(), m_graph.parameters()))
 
 
+@pytest.mark.slow  # seconds of training or subprocesses: make test-slow (CI runs it)
 def test_compile_equals_eager_to_float32_rounding():
     try:  # whether inductor works here at all (a C++ toolchain)
         torch.compile(lambda t: t * 2.0)(torch.ones(3))

@@ -180,6 +180,7 @@ def test_synthetic_deterministic_and_label_dependent(tmp_path):
     assert not list(tmp_path.iterdir())  # synthetic writes nothing
 
 
+@pytest.mark.slow  # seconds of training or subprocesses: make test-slow (CI runs it)
 def test_synthetic_is_learnable(tmp_path):
     s = load_splits("synthetic", tmp_path, validation=0)
     assert s.train_x.shape == (2000, 64) and s.num_classes == 10

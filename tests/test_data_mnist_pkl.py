@@ -246,6 +246,7 @@ def test_existing_files_identical_accepted_different_refused(tmp_path, monkeypat
     assert labels.read_bytes() == changed and _leftovers(root) == before
 
 
+@pytest.mark.slow  # seconds of training or subprocesses: make test-slow (CI runs it)
 @pytest.mark.skipif(not REAL_PKL.is_file(), reason=f"{REAL_PKL} not present (make data-mnist)")
 def test_real_mnist_pkl(tmp_path, monkeypatch):
     monkeypatch.delenv("PATHSGD_SKIP_CHECKSUMS", raising=False)  # MNIST's real 60000/10000 counts apply

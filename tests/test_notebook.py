@@ -9,15 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_pipeline import tidy_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "learning_curves.ipynb"
 
 
-def test_notebook_reads_only_the_tidy_csvs(tmp_path):
-    tidy_fixture(tmp_path, "fig2")
-    tidy_fixture(tmp_path, "fig3", inits=("balanced",))
+def test_notebook_reads_only_the_tidy_csvs(tmp_path, tidy_study):
+    tidy_study(tmp_path, "fig2")
+    tidy_study(tmp_path, "fig3", inits=("balanced",))
     env = {**os.environ, "PATHSGD_RESULTS": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake", str(NOTEBOOK)],
@@ -34,11 +33,11 @@ def test_notebook_has_no_stored_outputs():
     assert "PATHSGD_RESULTS" in nb.cells[1].source
 
 
-def test_notebook_reads_a_collected_csv_of_own_runs_without_warnings(tmp_path):
+def test_notebook_reads_a_collected_csv_of_own_runs_without_warnings(tmp_path, tidy_study):
     """PATHSGD_RUNS: a tidy CSV from python -m pathsgd.collect (runs of phase `single`); deprecation warnings fail it."""
     import pandas as pd
 
-    tidy_fixture(tmp_path, "mine")
+    tidy_study(tmp_path, "mine")
     table = pd.read_csv(tmp_path / "mine" / "runs.csv")
     table.loc[table.phase == "final", "phase"] = "single"
     table.to_csv(tmp_path / "my_runs.csv", index=False)

@@ -201,33 +201,6 @@ def test_aggregate_reads_run_directories_into_the_tidy_table(tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def tidy_fixture(root: Path, name: str, datasets=("mnist", "svhn"), inits=("balanced", "unbalanced")) -> Path:
-    """A small hand-made study in the pipeline's CSV layout: runs.csv, selection.csv (and toy.csv)."""
-    rows = []
-    for d in datasets:
-        for o in ("pathsgd", "sgd", "adagrad"):
-            for a in (0, 1, 2):
-                status = "diverged" if a == 0 and o == "sgd" else "completed"
-                for e in range(4):
-                    err = 0.9 - 0.1 * e * (1 + a % 2)
-                    rows.append(dict(dataset=d, optimizer=o, init="balanced", dropout=0.0, alpha=a, phase="sweep", seed=0,
-                                     width=8, epoch=e, train_loss=2 - 0.3 * e, train_error=err, val_error=err,
-                                     test_error=err, path_norm=3.0, seconds=e * 0.1, status=status))
-            for i in inits:
-                for e in range(6):
-                    slow = 1 if (i == "balanced" or o == "pathsgd") else 3
-                    rows.append(dict(dataset=d, optimizer=o, init=i, dropout=0.0, alpha=1, phase="final", seed=0,
-                                     width=8, epoch=e, train_loss=2 / (1 + e / slow), train_error=0.5 / (1 + e / slow),
-                                     val_error=None, test_error=0.6 / (1 + e / slow), path_norm=3.0, seconds=e * 0.1,
-                                     status="completed"))
-    out = root / name
-    out.mkdir(parents=True)
-    table = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    table.to_csv(out / "runs.csv", index=False)
-    select_alphas(table[table.phase == "sweep"]).to_csv(out / "selection.csv", index=False)
-    return out
-
-
 def plot(results: Path, kind: str, out: Path):
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / "plot_figures.py"), str(results), "--kind", kind, "--out", str(out)],
@@ -235,13 +208,13 @@ def plot(results: Path, kind: str, out: Path):
     )
 
 
-def test_plot_curves_fig1_and_family_from_csv_only(tmp_path):
+def test_plot_curves_fig1_and_family_from_csv_only(tmp_path, tidy_study):
     from pathsgd.toy import write_toy_csv
 
-    curves = tidy_fixture(tmp_path, "fig2")
-    fig1 = tidy_fixture(tmp_path, "fig1", datasets=("mnist",))
+    curves = tidy_study(tmp_path, "fig2")
+    fig1 = tidy_study(tmp_path, "fig1", datasets=("mnist",))
     write_toy_csv(fig1 / "toy.csv")
-    family = tidy_fixture(tmp_path, "family", datasets=("mnist",))  # pairs: Path-SGD vs SGD, AdaGrad alone
+    family = tidy_study(tmp_path, "family", datasets=("mnist",))  # pairs: Path-SGD vs SGD, AdaGrad alone
     for results, kind in ((curves, "curves"), (fig1, "fig1"), (family, "family")):
         out = tmp_path / "figures" / results.name
         proc = plot(results, kind, out)
@@ -282,6 +255,7 @@ def tiny_exp(tmp_path, **changes) -> dict:
     return rp.load_experiment(path)
 
 
+@pytest.mark.slow  # seconds of training or subprocesses: make test-slow (CI runs it)
 def test_tiny_pipeline_through_the_runner_and_resume(tmp_path, capfd):
     exp = tiny_exp(tmp_path)
     paths = rp.reproduce(exp)
@@ -356,6 +330,7 @@ def test_a_run_with_lost_or_torn_records_is_not_finished(tmp_path):
     assert set(table.status) == {"incomplete"}
 
 
+@pytest.mark.slow  # seconds of training or subprocesses: make test-slow (CI runs it)
 def test_killing_the_driver_ends_its_runs_as_interrupted(tmp_path):
     """SIGTERM to `python -m pathsgd.reproduce`: the multirun it launched stops too, its run recorded interrupted."""
     import signal
@@ -408,10 +383,10 @@ def test_collect_gathers_any_run_directories_into_the_tidy_table(tmp_path):
     assert len(table) == 2 * 3  # two runs, epochs 0..2
 
 
-def test_stand_in_rows_are_labelled_and_the_alpha_axis_spans_the_usable_grid(tmp_path):
+def test_stand_in_rows_are_labelled_and_the_alpha_axis_spans_the_usable_grid(tmp_path, tidy_study):
     import importlib.util
 
-    results = tidy_fixture(tmp_path, "smokeish", datasets=("mnist",))
+    results = tidy_study(tmp_path, "smokeish", datasets=("mnist",))
     runs = pd.read_csv(results / "runs.csv")
     far = runs[(runs.phase == "sweep") & (runs.alpha == 1)].copy()
     far["alpha"], far["status"] = -30, "diverged"

@@ -407,6 +407,7 @@ def test_a_step_beyond_float32_is_a_divergence_not_a_crash(tmp_path):
     assert summary["status"] == "diverged" and summary["epochs_completed"] == 0
 
 
+@pytest.mark.slow  # seconds of training or subprocesses: make test-slow (CI runs it)
 def test_cli_default_run_dir_is_deterministic_and_resumable(tmp_path):
     """``python -m pathsgd.train`` in a subprocess: exit 0, the run directory named from the config, resume."""
     proc = run_cli(*TINY, "epochs=1", "alpha=1", cwd=tmp_path)
