@@ -54,11 +54,13 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return device
 
 
-def make_optimizer(name: str, model: nn.Module, lr: float, **kwargs) -> torch.optim.Optimizer:
+def make_optimizer(name: str, model: nn.Module, lr: float, *, input_shape: tuple[int, ...] | None = None,
+                   **kwargs) -> torch.optim.Optimizer:
     """The runner's optimizers by name: torch's ``sgd`` and ``sgd_momentum`` (torch.optim.SGD), ``adagrad``,
     ``adam`` (torch.optim.Adam); the path family ``pathsgd`` and ``pathsgd_momentum`` (pathsgd.PathSGD),
     ``path_adagrad`` (pathsgd.PathAdaGrad), ``path_adam`` (pathsgd.PathAdam). The path classes take the model
-    itself (gamma depends on all of it). ``kwargs`` go to the constructor unchanged (the configs set momentum)."""
+    itself (gamma depends on all of it) and the shape of one input (a conv net's gamma depends on it; torch's
+    classes need neither). ``kwargs`` go to the constructor unchanged (the configs set momentum)."""
     from pathsgd.optim import PathAdaGrad, PathAdam, PathSGD
 
     torch_classes = {"sgd": torch.optim.SGD, "sgd_momentum": torch.optim.SGD, "adagrad": torch.optim.Adagrad,
@@ -67,7 +69,7 @@ def make_optimizer(name: str, model: nn.Module, lr: float, **kwargs) -> torch.op
     if name in torch_classes:
         return torch_classes[name](model.parameters(), lr=lr, **kwargs)
     if name in path_classes:
-        return path_classes[name](model, lr=lr, **kwargs)
+        return path_classes[name](model, lr=lr, input_shape=input_shape, **kwargs)
     raise ValueError(f"optimizer={name!r} is unknown: choose one of {', '.join(OPTIMIZERS)}")
 
 

@@ -125,7 +125,7 @@ class _PathOptimizer(Optimizer):
     """What the family shares: the model (gamma depends on all of it), p, gamma's factors at each step, the
     reused buffers. A subclass's ``_update(group, params, grads, rows, cols, scratch)`` applies its rule."""
 
-    def __init__(self, model: nn.Module, defaults: dict, p: float, input_shape, param_groups) -> None:
+    def __init__(self, model: nn.Module, defaults: dict, *, p: float, input_shape, param_groups) -> None:
         name = type(self).__name__
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -245,14 +245,13 @@ class PathSGD(_PathOptimizer):
     no weighted path) the update is 0.
     """
 
-    def __init__(self, model: nn.Module, lr: float, p: float = 2.0, input_shape: Sequence[int] | None = None, *,
+    def __init__(self, model: nn.Module, lr: float, *, p: float = 2.0, input_shape: Sequence[int] | None = None,
                  momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                  param_groups: list[dict] | None = None) -> None:
-        super().__init__(model, dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov), p,
-                         input_shape, param_groups)
+        super().__init__(model, dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov), p=p,
+                         input_shape=input_shape, param_groups=param_groups)
 
     def _check_group(self, group: dict) -> None:
-        group.setdefault("momentum", 0.0), group.setdefault("dampening", 0.0), group.setdefault("nesterov", False)
         if not (math.isfinite(group["momentum"]) and group["momentum"] >= 0):
             raise ValueError(f"momentum={group['momentum']!r} is invalid: it must be a finite number >= 0")
         if not math.isfinite(group["dampening"]):
@@ -281,12 +280,11 @@ class PathAdaGrad(_PathOptimizer):
     every edge (a network without hidden units) it is torch.optim.Adagrad (no lr decay, zero initial sum).
     """
 
-    def __init__(self, model: nn.Module, lr: float, eps: float = 1e-10, p: float = 2.0,
-                 input_shape: Sequence[int] | None = None, *, param_groups: list[dict] | None = None) -> None:
-        super().__init__(model, dict(lr=lr, eps=eps), p, input_shape, param_groups)
+    def __init__(self, model: nn.Module, lr: float, *, p: float = 2.0, input_shape: Sequence[int] | None = None,
+                 eps: float = 1e-10, param_groups: list[dict] | None = None) -> None:
+        super().__init__(model, dict(lr=lr, eps=eps), p=p, input_shape=input_shape, param_groups=param_groups)
 
     def _check_group(self, group: dict) -> None:
-        group.setdefault("eps", 1e-10)
         if not (math.isfinite(group["eps"]) and group["eps"] >= 0):
             raise ValueError(f"eps={group['eps']!r} is invalid: it must be a finite number >= 0")
 
@@ -313,14 +311,13 @@ class PathAdam(_PathOptimizer):
     eps placed as there.
     """
 
-    def __init__(self, model: nn.Module, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, p: float = 2.0, input_shape: Sequence[int] | None = None, *,
+    def __init__(self, model: nn.Module, lr: float, *, p: float = 2.0, input_shape: Sequence[int] | None = None,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  param_groups: list[dict] | None = None) -> None:
-        super().__init__(model, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay), p,
-                         input_shape, param_groups)
+        super().__init__(model, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay), p=p,
+                         input_shape=input_shape, param_groups=param_groups)
 
     def _check_group(self, group: dict) -> None:
-        group.setdefault("betas", (0.9, 0.999)), group.setdefault("eps", 1e-8), group.setdefault("weight_decay", 0.0)
         b1, b2 = group["betas"]
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
             raise ValueError(f"betas={group['betas']!r} is invalid: each must lie in [0, 1)")

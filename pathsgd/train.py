@@ -319,10 +319,8 @@ def _load_data(c: Mapping[str, Any], device: torch.device):
 def _build_optimizer(c: Mapping[str, Any], model: torch.nn.Module, in_features: int):
     opt_cfg = c["optimizer"]
     try:
-        kwargs = dict(opt_cfg.get("kwargs") or {})
-        if c["model"]["arch"] == "convnet" and opt_cfg["name"].startswith("path"):
-            kwargs["input_shape"] = (in_features,)  # gamma of a conv net depends on its input's size
-        return make_optimizer(opt_cfg["name"], model, step_size(c["alpha"]), **kwargs)
+        return make_optimizer(opt_cfg["name"], model, step_size(c["alpha"]), input_shape=(in_features,),
+                              **(opt_cfg.get("kwargs") or {}))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"optimizer={opt_cfg['name']} (optimizer.kwargs.*): {err}") from err
 
