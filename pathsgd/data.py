@@ -69,7 +69,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pathsgd.checkpoint import atomic_write
+from pathsgd.atomic import atomic_write
 
 __all__ = [
     "DATASET_NAMES", "SCALES", "DataFileError", "DataSplits", "DatasetNotFoundError", "MNIST_STATS",
@@ -282,7 +282,7 @@ def _gunzip_in_place(folder: Path) -> None:
     """Decompress ``X.gz`` to ``X`` when only the ``.gz`` is present.
 
     The IDX reader and torchvision's MNIST (its download check) look for the uncompressed names. Written
-    atomically (:func:`pathsgd.checkpoint.atomic_write`): readers and interrupted runs never see a partial
+    atomically (:func:`pathsgd.atomic.atomic_write`): readers and interrupted runs never see a partial
     file, and its mode is a new file's (0666 less the umask), so others can read a shared data root.
     """
     for base in _MNIST_FILES:

@@ -10,7 +10,7 @@
 - signals: while it holds the directory, SIGTERM ends the run as Ctrl-C does (status ``interrupted``), and either
   signal that arrives while an epoch's records are being written waits until all three are written.
 
-Every file is written atomically (:mod:`pathsgd.checkpoint`): a kill at any moment leaves the previous version.
+Every file is written atomically (:mod:`pathsgd.atomic`): a kill at any moment leaves the previous version.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pathsgd.checkpoint import CHECKPOINT_NAME, atomic_write_json, load_checkpoint, save_checkpoint
+from pathsgd.atomic import atomic_write_json, load_checkpoint, save_checkpoint
 from pathsgd.config import RESUME_MAY_CHANGE, ConfigError, flatten, in_groups
 from pathsgd.sinks import CSVSink
 
-__all__ = ["RunDir"]
+__all__ = ["RunDir", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
 
 log = logging.getLogger("pathsgd.train")
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pathsgd.checkpoint import atomic_write
+from pathsgd.atomic import atomic_write
 
 __all__ = ["COLUMNS", "CSVSink", "WandbSink", "read_metrics_csv"]
 

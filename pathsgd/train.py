@@ -35,7 +35,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from pathsgd.checkpoint import atomic_write_json
+from pathsgd.atomic import atomic_write_json
 from pathsgd.config import ConfigError, resolve, run_name
 from pathsgd.data import DataFileError, DatasetNotFoundError, load_splits
 from pathsgd.engine import all_finite, evaluate, make_optimizer, resolve_device, step_size, tf32_matmuls, train_epoch

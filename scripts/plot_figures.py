@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -32,18 +33,12 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-OPT_STYLE = {  # colour and legend name per optimizer config name
-    "pathsgd": ("tab:red", "Path-SGD"),
-    "sgd": ("tab:blue", "SGD"),
-    "adagrad": ("tab:green", "AdaGrad"),
-    "pathsgd_momentum": ("tab:red", "Path-SGD + momentum"),
-    "sgd_momentum": ("tab:blue", "SGD + momentum"),
-    "path_adagrad": ("tab:red", "Path-AdaGrad"),
-    "path_adam": ("tab:red", "Path-Adam"),
-    "adam": ("tab:blue", "Adam"),
-}
-# The family figure's rows: each Path variant with its base method.
-PAIRS = [("pathsgd", "sgd"), ("pathsgd_momentum", "sgd_momentum"), ("path_adagrad", "adagrad"), ("path_adam", "adam")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts' shared names, however this file is loaded
+from optimizer_names import NAMES, PAIRS  # noqa: E402
+
+COLOURS = {"pathsgd": "tab:red", "sgd": "tab:blue", "adagrad": "tab:green", "pathsgd_momentum": "tab:red",
+           "sgd_momentum": "tab:blue", "path_adagrad": "tab:red", "path_adam": "tab:red", "adam": "tab:blue"}
+OPT_STYLE = {o: (COLOURS[o], NAMES[o]) for o in NAMES}  # colour and legend name per optimizer config name
 INIT_STYLE = {"balanced": "-", "unbalanced": "--"}
 DATASET_NAMES = {
     "mnist": "MNIST",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,20 +21,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts' shared names, however this file is loaded
+from optimizer_names import NAMES as FAMILY_NAMES, PAIRS  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = {  # study -> (dataset label, dropout)
     "fig2_mnist": ("MNIST", 0.0), "fig2_fashion_mnist": ("Fashion-MNIST", 0.0),
     "fig3_mnist": ("MNIST", 0.5), "fig3_fashion_mnist": ("Fashion-MNIST", 0.5),
 }
-NAMES = {"pathsgd": "Path-SGD", "sgd": "SGD", "adagrad": "AdaGrad"}
+NAMES = {o: FAMILY_NAMES[o] for o in ("pathsgd", "sgd", "adagrad")}  # the paper's three
 OPPONENTS = ("sgd", "adagrad")
 FAMILY_STUDIES = {  # beyond the paper: each Path variant against its base method
     "family_mnist": "MNIST, MLP", "family_fashion_mnist": "Fashion-MNIST, MLP",
     "family_convnet_fashion_mnist": "Fashion-MNIST, conv net",
 }
-PAIRS = [("pathsgd", "sgd"), ("pathsgd_momentum", "sgd_momentum"), ("path_adagrad", "adagrad"), ("path_adam", "adam")]
-FAMILY_NAMES = {**NAMES, "pathsgd_momentum": "Path-SGD + momentum", "sgd_momentum": "SGD + momentum",
-                "path_adagrad": "Path-AdaGrad", "path_adam": "Path-Adam", "adam": "Adam"}
 UNAFFECTED_FLOOR = 0.005  # half a point of test error: the selection's tolerance, the floor of "unaffected"
 METRICS = {"train_loss": "training cross-entropy", "train_error": "training error", "test_error": "test error"}
 LEVELS = (0.5, 0.75, 0.9)  # C3a's targets: fractions of the way (log scale) from the initial value to the worst best

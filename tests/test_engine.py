@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 
 import pathsgd.train as train_mod
 from pathsgd import MLP, PathAdaGrad, PathAdam, PathSGD, path_scales
-from pathsgd.checkpoint import load_checkpoint
+from pathsgd.atomic import load_checkpoint
 from pathsgd.data import load_splits
 from pathsgd.engine import step_size, train_epoch
 from pathsgd.train import run_name, train

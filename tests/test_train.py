@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 import pathsgd.rundir as rundir
 import pathsgd.train as train_mod
-from pathsgd.checkpoint import load_checkpoint
+from pathsgd.atomic import load_checkpoint
 from pathsgd.engine import tf32_matmuls
 from pathsgd.sinks import COLUMNS, read_metrics_csv
 from pathsgd.train import ConfigError, train
@@ -464,7 +464,7 @@ def test_cli_unknown_group_option_exits_nonzero_listing_the_choices(tmp_path, mo
 def test_engine_sinks_and_checkpoint_import_with_torch_alone():
     code = (
         # Triton: not by pathsgd (constructing any torch.optim.Optimizer may import it, torch's doing)
-        "import sys, torch; import pathsgd, pathsgd.engine, pathsgd.sinks, pathsgd.checkpoint; "
+        "import sys, torch; import pathsgd, pathsgd.engine, pathsgd.sinks, pathsgd.atomic; "
         "bad = [m for m in ('hydra', 'omegaconf', 'wandb', 'pandas', 'torchvision', 'triton') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -15,10 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT_NAME", "atomic_write", "atomic_write_text", "atomic_write_json", "save_checkpoint", "load_checkpoint"]
-
-CHECKPOINT_NAME = "checkpoint.pt"
-
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "save_checkpoint", "load_checkpoint"]
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a temp file beside ``path``, flush it to disk, then rename it to ``path``."""
