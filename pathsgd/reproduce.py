@@ -2,7 +2,7 @@
 
     python -m pathsgd.reproduce experiments/fig2.yaml            # everything, resuming what is done
     python -m pathsgd.reproduce experiments/fig2.yaml --steps aggregate plot
-    python -m pathsgd.reproduce experiments/fig2.yaml --launcher submitit_slurm \
+    python -m pathsgd.reproduce experiments/fig2.yaml --launcher slurm \
         --override hydra.launcher.partition=gpu
 
 1. **sweep**: for every dataset, one ``python -m pathsgd.train --multirun`` process sweeps optimizer x
@@ -474,7 +474,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("experiments", nargs="+", help="experiment YAML files (experiments/*.yaml)")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="pipeline steps to run")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs pathsgd.train")
-    parser.add_argument("--launcher", default=None, help="Hydra launcher: basic, submitit_local, submitit_slurm")
+    parser.add_argument("--launcher", default=None, help="Hydra launcher: joblib (several runs at a time here), local "
+                        "(submitit jobs here), slurm (configs/hydra/launcher/); default: the study's, else one at a time")
     parser.add_argument("--override", action="append", default=[], help="extra runner override (repeatable)")
     args = parser.parse_args(argv)
     errors = []
