@@ -35,7 +35,7 @@ CAPTURES = ("none", "graph", "compile")  # speed.capture; none (or null) is eage
 # changed what a run computes. ``speed.capture``: how the step runs, not what it computes (a change is logged). ``speed.tf32`` and ``speed.eval_tf32`` change the
 # numbers' rounding, so a run keeps them: one run's epochs are all float32 or all TF32.
 RESUME_MAY_CHANGE = ("resume", "epochs", "device", "phase", "study", "checkpoint_every", "logger", "data.root",
-                      "data.download", "sweep", "speed.capture")
+                      "data.download", "data.verify", "sweep", "speed.capture")
 # Config keys that do not change what a run computes: left out of its name (alpha is resolved; epochs may grow).
 _NOT_IN_THE_NAME = RESUME_MAY_CHANGE + ("optimizer.default_alpha",)
 
@@ -120,6 +120,7 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
              "is not a name: a label for the runs of one study (or null)")
     data = c["data"]
     for key, value in (("resume", c.get("resume")), ("data.download", data.get("download")),
+                       ("data.verify", data.get("verify")),
                        ("speed.tf32", speed.get("tf32")), ("speed.eval_tf32", speed.get("eval_tf32"))):
         _require(isinstance(value, bool), key, value, "is not a boolean: choose true or false")
     for key, value in (("phase", c.get("phase")), *((("logger.project", logger.get("project")),) if wandb else ())):

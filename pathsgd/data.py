@@ -29,7 +29,7 @@ is wrong and the remedy. CIFAR-10/100 and SVHN files must have the MD5s of torch
 pickles are read by :func:`safe_load_numpy_pickle`, which cannot run code. MNIST-format files are verified
 by content (repackaged ``.gz`` copies such as Debian's differ only in their wrapper): IDX magic number,
 dimensions 60000/10000 x 28 x 28, length matching the header. Labels must lie in ``0..num_classes-1``
-(checked before anything is cached). Test fixtures cannot match the originals: ``PATHSGD_SKIP_CHECKSUMS=1``
+(checked before anything is cached). Test fixtures cannot match the originals: ``load_splits(..., verify=False)``
 skips the MD5s and MNIST's 60000/10000 counts, for fixtures only; every other check still applies.
 Downloads, when allowed and needed, go through torchvision's own download code and checksums.
 
@@ -133,10 +133,6 @@ def _bad_file(path, problem: str, remedy: str = _REMEDY) -> DataFileError:
 def _short(err: BaseException) -> str:
     # Keeps messages to one line: some parsers' errors (torch.load's) run to many.
     return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
-
-
-def _skip_checksums() -> bool:
-    return os.environ.get("PATHSGD_SKIP_CHECKSUMS") == "1"
 
 
 def _integer(value: Any, what: str, unit: str = "") -> int:
@@ -368,10 +364,10 @@ def _read_svhn(root: Path, train: bool) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def _read_split(name: str, root: Path, train: bool) -> tuple[Tensor, Tensor]:
+def _read_split(name: str, root: Path, train: bool, verify: bool) -> tuple[Tensor, Tensor]:
     """One split as (uint8 [N, D], int64 [N]), checked; CIFAR/SVHN files are MD5-verified by the caller."""
     if name in ("mnist", "fashion_mnist"):
-        n = None if _skip_checksums() else (60000 if train else 10000)
+        n = (60000 if train else 10000) if verify else None
         x, y = _read_mnist(_mnist_dir(name, root), train, n)
     elif name in _CIFAR:
         x, y = _read_cifar(name, root, train)
@@ -442,7 +438,7 @@ def _write_cache(path: Path, x: Tensor, y: Tensor) -> None:
     atomic_write(path, lambda tmp: torch.save({"version": _CACHE_VERSION, "x": x, "y": y}, tmp))
 
 
-def _cached_splits(name: str, root: Path, download: bool) -> dict[str, tuple[Tensor, Tensor]]:
+def _cached_splits(name: str, root: Path, download: bool, verify: bool) -> dict[str, tuple[Tensor, Tensor]]:
     splits = {split: _read_cache(_cache_path(name, root, split)) for split in ("train", "test")}
     missing = [split for split, cached in splits.items() if cached is None]
     if not missing:
@@ -454,11 +450,11 @@ def _cached_splits(name: str, root: Path, download: bool) -> dict[str, tuple[Ten
         if stale:
             raise DatasetNotFoundError(f"cache file {stale[0]} is unusable and cannot be rebuilt: {err}") from None
         raise
-    if name in ("cifar10", "cifar100", "svhn") and not _skip_checksums():
+    if name in ("cifar10", "cifar100", "svhn") and verify:
         _verify_md5(name, root)
     # Read and check every missing split before caching any, so a bad file leaves no cache behind.
     for split in missing:
-        splits[split] = _read_split(name, root, train=split == "train")
+        splits[split] = _read_split(name, root, split == "train", verify)
     for split in missing:
         _write_cache(_cache_path(name, root, split), *splits[split])
     return splits
@@ -610,7 +606,7 @@ def make_synthetic(
 
 def load_splits(name: str, root: str | os.PathLike, *, validation: int = 10000, seed: int = 0,
                 device: str | torch.device = "cpu", download: bool = True, scale: str = "unit",
-                synthetic: Mapping[str, Any] | None = None) -> DataSplits:
+                synthetic: Mapping[str, Any] | None = None, verify: bool = True) -> DataSplits:
     """Load dataset ``name`` from ``root`` as whole tensors on ``device`` (see the module docstring).
 
     Args:
@@ -624,6 +620,8 @@ def load_splits(name: str, root: str | os.PathLike, *, validation: int = 10000, 
         scale: ``"unit"``, ``"standardize"`` or ``"none"``.
         synthetic: options of the ``synthetic`` dataset (see :func:`make_synthetic`); must be None or
             empty for the other datasets.
+        verify: check the files against the originals (MD5s, MNIST's 60000/10000 records); False for test
+            fixtures only, every other check still applies.
     """
     _check_name(name)
     if scale not in SCALES:
@@ -639,7 +637,7 @@ def load_splits(name: str, root: str | os.PathLike, *, validation: int = 10000, 
         if synthetic:
             raise ValueError(f"synthetic options {dict(synthetic)} given for dataset {name!r}; they apply only to "
                              "'synthetic'")
-        splits = _cached_splits(name, root, download)
+        splits = _cached_splits(name, root, download, verify)
         (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
         label, num_classes = name, _NUM_CLASSES[name]
 

@@ -310,7 +310,7 @@ def _load_data(c: Mapping[str, Any], device: torch.device):
     name, data, validation = c["dataset"]["name"], c["data"], c["data"]["validation"]
     try:
         return load_splits(name, data["root"], validation=validation, seed=data["split_seed"], device=device,
-                           download=data["download"], scale=data["scale"],
+                           download=data["download"], scale=data["scale"], verify=data["verify"],
                            synthetic=c["dataset"].get("synthetic") if name == "synthetic" else None)
     except ValueError as err:
         raise ConfigError(f"dataset {name!r} with data.validation={validation}: {err}") from err

@@ -5,9 +5,9 @@ reads, in the real formats. Pixels are random with a class-dependent mean
 brightness, so labels carry a little signal. ``fake_pixels`` regenerates the exact pixels and labels
 written, in the loader's ``[N, D]`` layout (CHW for colour images), for round-trip checks.
 
-Fixtures cannot have the original files' MD5s or MNIST's 60000/10000 records, so writing one sets
-``PATHSGD_SKIP_CHECKSUMS=1`` in this process (pathsgd.data's escape for fixtures); the other checks and
-the restricted unpickler still apply. Tests of the checksums themselves unset it (``monkeypatch``).
+Fixtures cannot have the original files' MD5s or MNIST's 60000/10000 records, so tests load them with
+``load_splits(..., verify=False)`` (the runner's ``data.verify=false``); the other checks and the restricted
+unpickler still apply. Tests of the checksums themselves load with ``verify=True``.
 """
 
 from __future__ import annotations
@@ -122,7 +122,6 @@ def write_fake_dataset(
     ``gzip`` applies to MNIST and Fashion-MNIST only (IDX files as ``.gz`` or uncompressed).
     """
     root = Path(root)
-    os.environ["PATHSGD_SKIP_CHECKSUMS"] = "1"
     if name in ("mnist", "fashion_mnist"):
         return _write_mnist(name, root, n_train, n_test, seed, gzip)
     if name in ("cifar10", "cifar100"):

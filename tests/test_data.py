@@ -27,7 +27,7 @@ def _write(name, root, **kw):
 @pytest.mark.parametrize("name", FAKE_NAMES)
 def test_load_real_formats_round_trip(name, tmp_path):
     _write(name, tmp_path)
-    s = load_splits(name, tmp_path, validation=0, download=False)
+    s = load_splits(name, tmp_path, validation=0, download=False, verify=False)
     assert isinstance(s, DataSplits)
     assert s.name == name and s.num_classes == CLASSES[name] and s.in_features == DIMS[name]
     assert s.val_x is None and s.val_y is None
@@ -46,11 +46,11 @@ def test_load_real_formats_round_trip(name, tmp_path):
 @pytest.mark.parametrize("name", FAKE_NAMES)
 def test_cache_written_and_used_without_raw_files(name, tmp_path):
     folder = _write(name, tmp_path)
-    first = load_splits(name, tmp_path, validation=0, download=False)
+    first = load_splits(name, tmp_path, validation=0, download=False, verify=False)
     for split in ("train", "test"):
         assert (tmp_path / "pathsgd_cache" / f"{name}_{split}.pt").is_file()
     shutil.rmtree(folder)
-    second = load_splits(name, tmp_path, validation=0, download=False)
+    second = load_splits(name, tmp_path, validation=0, download=False, verify=False)
     assert torch.equal(first.train_x, second.train_x) and torch.equal(first.test_y, second.test_y)
     # No stray temp files from the atomic writes.
     assert sorted(p.name for p in (tmp_path / "pathsgd_cache").iterdir()) == [f"{name}_test.pt", f"{name}_train.pt"]
@@ -59,14 +59,14 @@ def test_cache_written_and_used_without_raw_files(name, tmp_path):
 def test_ungzipped_mnist_files(tmp_path):
     folder = _write("mnist", tmp_path, gzip=False)
     assert not list(folder.glob("*.gz"))
-    s = load_splits("mnist", tmp_path, validation=0, download=False)
+    s = load_splits("mnist", tmp_path, validation=0, download=False, verify=False)
     pixels, _ = fake_pixels("mnist", N_TRAIN, 0, "train")
     assert torch.equal(s.train_x, torch.from_numpy(pixels).float() / 255)
 
 
 def test_gzipped_mnist_is_decompressed_next_to_itself(tmp_path):
     folder = _write("fashion_mnist", tmp_path, gzip=True)
-    load_splits("fashion_mnist", tmp_path, validation=0, download=False)
+    load_splits("fashion_mnist", tmp_path, validation=0, download=False, verify=False)
     names = sorted(p.name for p in folder.iterdir())
     assert "train-images-idx3-ubyte" in names and "train-images-idx3-ubyte.gz" in names
     assert not [n for n in names if n.endswith(".tmp")]
@@ -74,9 +74,9 @@ def test_gzipped_mnist_is_decompressed_next_to_itself(tmp_path):
 
 def test_scales(tmp_path):
     _write("mnist", tmp_path)
-    raw = load_splits("mnist", tmp_path, validation=10, download=False, scale="none")
-    unit = load_splits("mnist", tmp_path, validation=10, download=False, scale="unit")
-    std = load_splits("mnist", tmp_path, validation=10, download=False, scale="standardize")
+    raw = load_splits("mnist", tmp_path, validation=10, download=False, verify=False, scale="none")
+    unit = load_splits("mnist", tmp_path, validation=10, download=False, verify=False, scale="unit")
+    std = load_splits("mnist", tmp_path, validation=10, download=False, verify=False, scale="standardize")
     assert raw.train_x.max() == 255.0 and torch.equal(raw.train_x, raw.train_x.round())
     assert torch.equal(unit.test_x, raw.test_x / 255)
     # Standardized with the training portion's statistics only.
@@ -89,15 +89,15 @@ def test_scales(tmp_path):
     torch.testing.assert_close(std.train_x.mean(0), torch.zeros(784), atol=1e-5, rtol=0)
     torch.testing.assert_close(std.train_x.std(0)[varying], torch.ones(int(varying.sum())), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match=r"'minmax'.*unit, standardize, none"):
-        load_splits("mnist", tmp_path, download=False, scale="minmax")
+        load_splits("mnist", tmp_path, download=False, verify=False, scale="minmax")
 
 
 def test_validation_split(tmp_path):
     _write("cifar10", tmp_path)
-    full = load_splits("cifar10", tmp_path, validation=0, download=False)
-    a = load_splits("cifar10", tmp_path, validation=15, seed=1, download=False)
-    b = load_splits("cifar10", tmp_path, validation=15, seed=1, download=False)
-    c = load_splits("cifar10", tmp_path, validation=15, seed=2, download=False)
+    full = load_splits("cifar10", tmp_path, validation=0, download=False, verify=False)
+    a = load_splits("cifar10", tmp_path, validation=15, seed=1, download=False, verify=False)
+    b = load_splits("cifar10", tmp_path, validation=15, seed=1, download=False, verify=False)
+    c = load_splits("cifar10", tmp_path, validation=15, seed=2, download=False, verify=False)
     assert a.train_x.shape == (N_TRAIN - 15, 3072) and a.val_x.shape == (15, 3072) and a.val_y.shape == (15,)
     assert torch.equal(a.val_x, b.val_x) and torch.equal(a.train_x, b.train_x)
     assert not torch.equal(a.val_x, c.val_x)
@@ -115,7 +115,7 @@ def test_validation_split(tmp_path):
 def test_validation_too_large(bad, tmp_path):
     _write("mnist", tmp_path)
     with pytest.raises(ValueError, match=rf"{bad}.*{N_TRAIN}"):
-        load_splits("mnist", tmp_path, validation=bad, download=False)
+        load_splits("mnist", tmp_path, validation=bad, download=False, verify=False)
 
 
 def test_validation_negative(tmp_path):
@@ -133,7 +133,7 @@ def test_unknown_dataset_lists_names(tmp_path):
 @pytest.mark.parametrize("name", FAKE_NAMES)
 def test_missing_files_error_names_directory_and_files(name, tmp_path):
     with pytest.raises(DatasetNotFoundError) as info:
-        load_splits(name, tmp_path, download=False)
+        load_splits(name, tmp_path, download=False, verify=False)
     msg = str(info.value)
     files = expected_files(name, tmp_path)
     assert files and str(files[0].parent) in msg and "data.root=" in msg
@@ -222,7 +222,7 @@ def test_real_fashion_mnist_from_debian(tmp_path):
     raw.mkdir(parents=True)
     for f in expected_files("fashion_mnist", tmp_path):
         (raw / (f.name + ".gz")).symlink_to(DEBIAN_FASHION / (f.name + ".gz"))
-    s = load_splits("fashion_mnist", tmp_path, validation=0, download=False)
+    s = load_splits("fashion_mnist", tmp_path, validation=0, download=False)  # the real files: verified
     assert s.train_x.shape == (60000, 784) and s.test_x.shape == (10000, 784)
     assert torch.equal(torch.bincount(s.train_y), torch.full((10,), 6000))
     assert torch.equal(torch.bincount(s.test_y), torch.full((10,), 1000))

@@ -97,7 +97,6 @@ def _leftovers(root: Path) -> list[str]:
 
 @pytest.mark.parametrize("fmt", ["python2", "protocol2", "latest"])
 def test_round_trip_exact(tmp_path, monkeypatch, fmt):
-    monkeypatch.setenv("PATHSGD_SKIP_CHECKSUMS", "1")  # 80/20 images, not MNIST's 60000/10000
     parts = _parts()
     pkl = _write_pkl(tmp_path / "mnist.pkl.gz", parts, fmt)
     root = tmp_path / "root"
@@ -113,7 +112,7 @@ def test_round_trip_exact(tmp_path, monkeypatch, fmt):
     assert torch.equal(read_label_file(str(raw / "train-labels-idx1-ubyte")), train_y)
     assert torch.equal(read_image_file(str(raw / "t10k-images-idx3-ubyte")), test_k.view(-1, 28, 28))
     assert torch.equal(read_label_file(str(raw / "t10k-labels-idx1-ubyte")), test_y)
-    s = load_splits("mnist", root, validation=0, download=False, scale="none")
+    s = load_splits("mnist", root, validation=0, download=False, scale="none", verify=False)  # 80/20 images
     assert torch.equal(s.train_x, train_k.float()) and torch.equal(s.train_y, train_y)
     assert torch.equal(s.test_x, test_k.float()) and torch.equal(s.test_y, test_y)
 
@@ -231,7 +230,6 @@ def test_unpickler_accepts_numpy_and_plain_data_only():
 
 
 def test_existing_files_identical_accepted_different_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATHSGD_SKIP_CHECKSUMS", "1")
     parts = _parts()
     pkl, root = _write_pkl(tmp_path / "mnist.pkl.gz", parts), tmp_path / "root"
     convert_mnist_pickle(pkl, root, _stats(parts))
@@ -249,7 +247,6 @@ def test_existing_files_identical_accepted_different_refused(tmp_path, monkeypat
 @pytest.mark.slow  # seconds of training or subprocesses: make test-slow (CI runs it)
 @pytest.mark.skipif(not REAL_PKL.is_file(), reason=f"{REAL_PKL} not present (make data-mnist)")
 def test_real_mnist_pkl(tmp_path, monkeypatch):
-    monkeypatch.delenv("PATHSGD_SKIP_CHECKSUMS", raising=False)  # MNIST's real 60000/10000 counts apply
     root = tmp_path / "root"
     run = subprocess.run([sys.executable, "-m", "pathsgd.data", "mnist-pkl", str(REAL_PKL), "--root", str(root)],
                          capture_output=True, text=True, cwd=REPO)

@@ -1,7 +1,7 @@
 """pathsgd.data: every raw file is verified before it is parsed; corrupt caches are rebuilt; file modes.
 
-Fixtures (tests/fakedata.py) cannot have the original MD5s or MNIST's 60000/10000 counts: tests of those
-checks unset PATHSGD_SKIP_CHECKSUMS after writing the fixture (writing one sets it).
+Fixtures (tests/fakedata.py) cannot have the original MD5s or MNIST's 60000/10000 counts: they load with
+``verify=False``; tests of those checks load with ``verify=True``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def _write(name, root, **kw):
     return write_fake_dataset(name, root, n_train=N_TRAIN, n_test=N_TEST, **kw)
 
 
-def _load(name, root):
-    return load_splits(name, root, validation=0, download=False)
+def _load(name, root, verify=False):
+    return load_splits(name, root, validation=0, download=False, verify=verify)
 
 
 def _cache_files(root: Path) -> list[str]:
@@ -58,12 +58,10 @@ def test_crafted_cifar_pickle_is_refused_and_runs_nothing(tmp_path, monkeypatch,
     entry["labels" if name == "cifar10" else "fine_labels"] = evil_object(target, marker)
     batch.write_bytes(pickle.dumps(entry, protocol=2))
     if checksums == "on":
-        monkeypatch.delenv("PATHSGD_SKIP_CHECKSUMS")
         with pytest.raises(DataFileError) as info:
-            _load(name, tmp_path)
+            _load(name, tmp_path, verify=True)
         _one_line(info.value, batch, "MD5 is", hashlib.md5(batch.read_bytes()).hexdigest())
     else:
-        monkeypatch.setenv("PATHSGD_SKIP_CHECKSUMS", "1")
         with pytest.raises(DataFileError) as info:
             _load(name, tmp_path)
         _one_line(info.value, batch, f"refused {target}")
@@ -75,14 +73,13 @@ def test_crafted_cifar_pickle_is_refused_and_runs_nothing(tmp_path, monkeypatch,
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn"])
 def test_wrong_md5_names_file_both_md5s_and_remedy(tmp_path, monkeypatch, name):
     _write(name, tmp_path)
-    monkeypatch.delenv("PATHSGD_SKIP_CHECKSUMS")
     if name == "svhn":
         first, expected = tmp_path / "SVHN" / "train_32x32.mat", datasets.SVHN.split_list["train"][2]
     else:
         cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
         first, expected = tmp_path / cls.base_folder / cls.train_list[0][0], cls.train_list[0][1]
     with pytest.raises(DataFileError) as info:
-        _load(name, tmp_path)
+        _load(name, tmp_path, verify=True)
     found = hashlib.md5(first.read_bytes()).hexdigest()
     _one_line(info.value, f"{first}: MD5 is {found}, torchvision expects {expected}", "delete it", "download it again",
               "put the original file there")
@@ -149,9 +146,8 @@ def test_bad_mnist_files_one_clear_error_and_no_cache(tmp_path, case, file, text
 
 def test_mnist_counts_are_checked_outside_fixtures(tmp_path, monkeypatch):
     folder = _write("mnist", tmp_path, gzip=False)
-    monkeypatch.delenv("PATHSGD_SKIP_CHECKSUMS")
     with pytest.raises(DataFileError) as info:
-        _load("mnist", tmp_path)
+        _load("mnist", tmp_path, verify=True)
     _one_line(info.value, f"{folder / 'train-images-idx3-ubyte'}: dimensions {N_TRAIN}x28x28, expected 60000x28x28")
 
 

@@ -98,7 +98,7 @@ def test_fixture_mnist_end_to_end(tmp_path, optimizer, init):
     write_fake_dataset("mnist", root)
     run_dir = tmp_path / "run"
     cfg = make_cfg(
-        "dataset=mnist", f"data.root={root}", "data.download=false", "data.validation=16", "batch_size=16",
+        "dataset=mnist", f"data.root={root}", "data.download=false", "data.verify=false", "data.validation=16", "batch_size=16",
         f"optimizer={optimizer}", f"init={init}",
     )
     train(cfg, run_dir=run_dir)
@@ -110,7 +110,8 @@ def test_fixture_datasets_load_through_the_runner(tmp_path, name):
     root = tmp_path / "data"
     write_fake_dataset(name, root)
     run_dir = tmp_path / "run"
-    cfg = make_cfg(f"dataset={name}", f"data.root={root}", "data.download=false", "data.validation=0", "epochs=1")
+    cfg = make_cfg(f"dataset={name}", f"data.root={root}", "data.download=false", "data.verify=false", "data.validation=0",
+                   "epochs=1")
     summary = train(cfg, run_dir=run_dir)
     check_record(run_dir, 1, validation=False)
     assert summary["config"]["data"]["validation"] == 0
