@@ -366,19 +366,23 @@ class PipelineError(RuntimeError):
 def _commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        # Tracked files only: the studies' own new results (and a data link) are untracked and change no code.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True).stdout
+        # Tracked files outside results/: the studies' own outputs (CSVs, figures, meta.json; tracked once committed)
+        # and untracked files (a data link) change no code.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                               cwd=REPO, capture_output=True, text=True).stdout
         return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "unknown"
 
 
-def write_meta(exp: dict, out: Path, argv: Sequence[str], seconds: float) -> None:
+def write_meta(exp: dict, out: Path, argv: Sequence[str], seconds: float, runs: Iterable[Run]) -> None:
+    """``meta.json``: this invocation (command, commit, seconds) and the commits the runs were trained at (each
+    run's ``summary.json`` records its own)."""
+    trained = sorted({str(c) for c in (read_summary(r.path(exp)).get("commit") for r in runs) if c})
     meta = {"command": "python -m pathsgd.reproduce " + " ".join(argv),
             "experiment": {k: v for k, v in exp.items() if k != "file"}, "experiment_file": exp["file"],
-            "commit": _commit(), "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-            "pipeline_seconds": round(seconds, 1)}
+            "commit": _commit(), "runs_trained_at": trained,
+            "finished": datetime.datetime.now().isoformat(timespec="seconds"), "pipeline_seconds": round(seconds, 1)}
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
 
@@ -444,7 +448,7 @@ def reproduce(exp: dict, steps: Sequence[str] = STEPS, python: str = sys.executa
             from pathsgd.toy import write_toy_csv
 
             paths["toy"] = write_toy_csv(out / "toy.csv")
-        write_meta(exp, out, argv, time.perf_counter() - t0)
+        write_meta(exp, out, argv, time.perf_counter() - t0, sweep_runs + final_runs)
 
     if "plot" in steps:
         fig = figure_path(exp)

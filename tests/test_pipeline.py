@@ -434,3 +434,19 @@ def test_per_init_check_sweeps_the_other_init_of_its_optimizers_only():
                                                          (["sgd", "adagrad"], ["unbalanced"])]
     assert sweeps[1].alphas == list(range(11)) and sweeps[1].seeds == sweeps[0].seeds == [0, 1]
     assert len(rp.plan_sweep(rp.load_experiment(REPO / "experiments/fig3_mnist.yaml"))) == 1  # balanced only: no check
+
+
+def test_a_studys_own_outputs_do_not_make_its_commit_dirty(tmp_path, monkeypatch):
+    """Re-running a committed study rewrites its tracked CSVs and figure: the code is still the commit's."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    for name in ("code.py", "results/runs.csv"):
+        (tmp_path / name).write_text("1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    monkeypatch.setattr(rp, "REPO", tmp_path)
+    (tmp_path / "results" / "runs.csv").write_text("2\n")
+    assert not rp._commit().endswith("-dirty")
+    (tmp_path / "code.py").write_text("2\n")
+    assert rp._commit().endswith("-dirty")
