@@ -52,6 +52,7 @@ QUOTES = {  # the paper's own sentences (section 5), each claim's source
     "D": "\"We observe that except for MNIST, Path-SGD convergences much faster than SGD or AdaGrad\" (with dropout)",
 }
 OPPOSITE = {"holds": "does not hold", "does not hold": "holds"}
+FINISHED = ("completed", "diverged")
 SELECTION_SHOWN = ["optimizer", "init", "role", "alpha", "grid", "at_edge", "runner_up", "decided_by", "margin", "seed_spread",
                    "close_call", "seeds"]
 
@@ -110,7 +111,9 @@ def outcomes(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per seed: the last epoch's metrics, or nan where the run diverged (a broken network's numbers are
     not an outcome); ``diverged``, and ``stop`` (the epoch it diverged in, or its last epoch)."""
     out = {}
-    for seed, run in rows.sort_values("epoch").groupby("seed"):
+    for seed, run in rows.dropna(subset=["epoch"]).sort_values("epoch").groupby("seed"):
+        if not run["status"].isin(FINISHED).all():
+            continue  # failed, interrupted or still running: no outcome yet
         end = run.iloc[-1]
         diverged = bool((run["status"] == "diverged").any())
         out[int(seed)] = {**{m: math.nan if diverged else float(end[m]) for m in METRICS},
@@ -230,8 +233,8 @@ def epochs_to(rows: pd.DataFrame, metric: str, target: float) -> pd.DataFrame:
     for seed, run in rows.sort_values("epoch").groupby("seed"):
         ok = run[(run["epoch"] > 0) & (run["status"] != "diverged") & (run[metric] <= target)] if np.isfinite(target) \
             else run.iloc[0:0]
-        if (run["status"] == "diverged").any():  # the rows up to the divergence still count
-            broke = run[~np.isfinite(run[metric].astype(float))]
+        if (run["status"] == "diverged").any():  # the rows before the divergence still count
+            broke = run[~np.isfinite(run["train_loss"].astype(float))]  # the loss says when, whatever the metric
             stop = int(broke["epoch"].min()) if not broke.empty else int(run["epoch"].max())
             ok = run[(run["epoch"] > 0) & (run["epoch"] < stop) & (run[metric] <= target)]
         out[int(seed)] = (float(ok["epoch"].iloc[0]), float(ok["seconds"].iloc[0])) if not ok.empty else (math.inf, math.inf)
@@ -303,7 +306,10 @@ def rule_c3a(view: View) -> tuple[str, list[str]]:
                                  f"them in {slower}."]
 
 
-def observed_much_faster(view: View) -> tuple[bool, list[str]]:
+def observed_much_faster(view: View) -> tuple[bool | None, list[str]]:
+    """Whether Path-SGD is much faster in a majority of cells; None without a target or Path-SGD's runs."""
+    if view("pathsgd", "balanced").empty or all(math.isnan(t) for m in METRICS for t in targets(view, m)):
+        return None, ["No target could be set, or Path-SGD has no runs here."]
     cells, lines = speed_cells(view, factor=2.0)
     much = sum(c["cell"] == "much faster" for c in cells)
     return much > len(cells) / 2, lines + ["", f"Path-SGD much faster in {much} of {len(cells)} cells."]
@@ -312,8 +318,9 @@ def observed_much_faster(view: View) -> tuple[bool, list[str]]:
 def rule_d(view: View, label: str) -> tuple[str, list[str]]:
     """The paper expects Path-SGD much faster with dropout except on MNIST: holds when the observation matches."""
     observed, lines = observed_much_faster(view)
-    expected = label != "MNIST"
-    return ("holds" if observed == expected else "does not hold"), lines
+    if observed is None:
+        return "inconclusive", lines
+    return ("holds" if observed == (label != "MNIST") else "does not hold"), lines
 
 
 def d_question(observed: bool | None, label: str) -> str:
@@ -399,39 +406,33 @@ class Study:
     def verdicts(self) -> dict[str, tuple[str, list[str]]]:
         return {claim: rule(self.main) for claim, rule in self.rules.items()}
 
-    def sweep_view(self, shifted: str | None = None, by: float = 0.0) -> View | None:
-        alphas = dict(self.alphas)
-        if shifted is not None:
-            alphas[shifted] = alphas[shifted] + by
-            swept = self.runs[(self.runs["phase"] == "sweep") & (self.runs["optimizer"] == shifted)]["alpha"].astype(float)
-            if not np.isclose(swept, alphas[shifted]).any():
-                return None
-        return make_view(self.runs, "sweep", alphas)
+    def sweep_view(self, needs: list[tuple[str, str]], shifted: str | None = None, by: float = 0.0) -> View | None:
+        """The sweep runs at the chosen alphas (``shifted``'s moved by ``by``), or None where a cell the rule
+        ``needs`` was not trained at its alpha."""
+        alphas = {**self.alphas, **({shifted: self.alphas[shifted] + by} if shifted else {})}
+        view = make_view(self.runs, "sweep", alphas)
+        return view if all(o in alphas and not view(o, i).empty for o, i in needs) else None
 
     def sensitivity(self, claim: str, main_verdict: str) -> tuple[str, str]:
         """The claim's rule on the sweep runs (2 seeds, the sweep's epochs, trained without the validation split)
         at the chosen alphas and with one optimizer's alpha moved by -SHIFT or +SHIFT: (label, details)."""
-        sweep = self.runs[self.runs["phase"] == "sweep"]
         needs = {"C1": [(o, i) for o in OPPONENTS for i in ("balanced", "unbalanced")],
                  "C2": [("pathsgd", "balanced"), ("pathsgd", "unbalanced")]}.get(claim, [(o, "balanced") for o in NAMES])
-        if any(sweep[(sweep["optimizer"] == o) & (sweep["init"] == i)].empty for o, i in needs):
-            return "n/a", "the sweep did not train " + ", ".join(sorted({f"{NAMES[o]} {i}" for o, i in needs
-                                                                         if sweep[(sweep["optimizer"] == o) & (sweep["init"] == i)].empty}))
-        rule = self.rules[claim]
-        at_chosen = rule(self.sweep_view())[0]
-        moved, flips = [], []
-        for opt in dict.fromkeys(o for o, _ in needs):
+        rule, chosen = self.rules[claim], self.sweep_view(needs)
+        if chosen is None:
+            return "n/a", "the sweep did not train " + ", ".join(f"{NAMES[o]} {i}" for o, i in needs) + " at the chosen alphas"
+        moved, flips, tried = [], [], 0
+        for opt in dict.fromkeys(o for o, _ in needs if o in self.alphas):
             for by in (-SHIFT, SHIFT):
-                view = self.sweep_view(opt, by)
-                if view is None:
-                    moved.append(f"{NAMES[opt]} {self.alphas[opt] + by:g}: not swept")
-                    continue
-                v = rule(view)[0]
+                view = self.sweep_view(needs, opt, by)
+                v = "not swept" if view is None else rule(view)[0]
+                tried += view is not None
                 moved.append(f"{NAMES[opt]} {self.alphas[opt] + by:g}: {v}")
                 if OPPOSITE.get(main_verdict) == v:
                     flips.append(f"{NAMES[opt]} at {self.alphas[opt] + by:g}")
-        label = f"fragile ({'; '.join(flips)})" if flips else "robust"
-        return label, f"at the chosen alphas: {at_chosen}; " + "; ".join(moved)
+        label = (f"fragile ({'; '.join(flips)})" if flips else "untested" if not tried
+                 else "n/a (inconclusive)" if main_verdict not in OPPOSITE else "robust")
+        return label, f"at the chosen alphas: {rule(chosen)[0]}; " + "; ".join(moved)
 
     def setting_line(self) -> str:
         return setting_line(self.dir, self.name, f"{self.label}, dropout {self.dropout:g}", self.finals)
@@ -445,7 +446,8 @@ class Study:
             r = r.reindex(SELECTION_SHOWN)  # older selection files lack the closeness columns
             grid = str(r["grid"]).split() if pd.notna(r["grid"]) else []
             span = f"{grid[0]} .. {grid[-1]} ({len(grid)} alphas)" if grid else ""
-            runner = "none within reach" if pd.isna(r["runner_up"]) else f"{r['runner_up']:g}"
+            recorded = "decided_by" in self.selection  # files from before the runner-up was recorded lack it
+            runner = ("not recorded" if not recorded else "none within reach") if pd.isna(r["runner_up"]) else f"{r['runner_up']:g}"
             margin = "" if pd.isna(r["margin"]) else f"{r['margin']:g}" + (" epochs" if r["decided_by"] == "epochs" else "")
             spread = "" if pd.isna(r["seed_spread"]) else f"{r['seed_spread']:g}"
             flag = lambda value: "**yes**" if str(value) == "True" else "no"  # noqa: E731
@@ -453,7 +455,7 @@ class Study:
             alpha = "none (all diverged)" if pd.isna(r["alpha"]) else f"{r['alpha']:g}"
             lines.append(f"| {FAMILY_NAMES.get(r['optimizer'], r['optimizer'])} | {r['init']} | {role} | {alpha} | {span} | "
                          f"{flag(r['at_edge'])} | {runner} | {r['decided_by'] if pd.notna(r['decided_by']) else ''} | "
-                         f"{margin} | {spread} | {flag(r['close_call'])} | "
+                         f"{margin} | {spread} | {flag(r['close_call']) if recorded else 'not recorded'} | "
                          f"{'' if pd.isna(r['seeds']) else int(r['seeds'])} |")
         return lines
 
@@ -508,6 +510,8 @@ def pooled(studies: list[Study]) -> list[str]:
             measures["final test error"] += c3b_pair(study.main, opt)[2]
             for metric, what in METRICS.items():
                 target = targets(study.main, metric)[LEVELS.index(POOLED_LEVEL)]
+                if math.isnan(target):
+                    continue
                 mine = epochs_to(study.main("pathsgd", "balanced"), metric, target)["epochs"]
                 other = epochs_to(study.main(opt, "balanced"), metric, target)["epochs"]
                 # A run that never reaches the target counts as reaching it one epoch after its study's last.
@@ -689,7 +693,7 @@ never a number inside an interval. *Holds*, *does not hold* or *inconclusive*, b
   whichever is smaller. Against one opponent: holds if the interval lies below 0 and the mean is at least that
   far below; does not hold if the interval's lower end lies above minus that threshold (a considerable
   improvement is ruled out); otherwise inconclusive. The claim holds if it holds against both, does not hold if
-  it does not hold against either.
+  it does not hold against at least one of them.
 - **D, the dropout remark** (Figure 3 protocol): the observation and the paper's expectation are stated apart.
   *Observed much faster*: in a majority of C3a's nine cells, a majority of seeds reach the target in at most half
   the epochs of the faster of SGD and AdaGrad. The paper expects *yes* on every dataset but MNIST and *no* on

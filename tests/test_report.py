@@ -196,6 +196,15 @@ def test_a_verdict_that_flips_at_a_neighbouring_alpha_is_fragile(tmp_path):
     # Without the neighbour that flips, the same verdict is robust.
     study.runs = study.runs[~((study.runs["phase"] == "sweep") & (study.runs["alpha"] == 1.5))]
     assert study.sensitivity("C3b", "holds")[0] == "robust"
+    # With no neighbour swept at all, nothing was tested; an inconclusive verdict cannot flip.
+    study.runs = study.runs[~((study.runs["phase"] == "sweep") & (study.runs["alpha"] == 0.5))]
+    assert study.sensitivity("C3b", "holds")[0] == "untested"
+    assert study.sensitivity("C3b", "inconclusive")[0] == "untested"
+
+
+def test_dropout_remark_without_path_sgd_runs_is_inconclusive():
+    rows = cells({(o, "balanced"): dict(rate=0.3, floor=0.05) for o in ("sgd", "adagrad")})
+    assert report.rule_d(view_of(rows), "MNIST")[0] == "inconclusive"
 
 
 def test_pooled_sign_test_over_study_seed_pairs(tmp_path):
