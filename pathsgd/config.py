@@ -32,8 +32,9 @@ CAPTURES = ("none", "graph", "compile")  # speed.capture; none (or null) is eage
 
 # Config keys that may change between a run and its resume; any other difference is refused.
 # ``sweep``: a key of checkpoints written when the runner could train several step sizes in one process; it never
-# changed what a run computes. ``speed.capture``: how the step runs, not what it computes (a change is logged). ``speed.tf32`` and ``speed.eval_tf32`` change the
-# numbers' rounding, so a run keeps them: one run's epochs are all float32 or all TF32.
+# changed what a run computes. ``data.verify``: whether the files were checked, not what they hold.
+# ``speed.capture``: how the step runs, not what it computes (a change is logged). ``speed.tf32`` and
+# ``speed.eval_tf32`` change the numbers' rounding, so a run keeps them: one run's epochs are all float32 or all TF32.
 RESUME_MAY_CHANGE = ("resume", "epochs", "device", "phase", "study", "checkpoint_every", "logger", "data.root",
                       "data.download", "data.verify", "sweep", "speed.capture")
 # Config keys that do not change what a run computes: left out of its name (alpha is resolved; epochs may grow).
@@ -42,7 +43,6 @@ _NOT_IN_THE_NAME = RESUME_MAY_CHANGE + ("optimizer.default_alpha",)
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key, the value and what is accepted."""
-
 
 
 def as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:

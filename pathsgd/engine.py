@@ -2,7 +2,8 @@
 
 A step is what a user writes: ``loss.backward(); optimizer.step()`` with the public optimizers
 (``torch.optim.SGD``, ``torch.optim.Adagrad``, :class:`pathsgd.PathSGD`). An epoch trains one model with
-its optimizer. Data are whole tensors on the device; an epoch is the slices of one on-device permutation, and nothing inside an epoch syncs with the host (losses accumulate on the device) unless a
+its optimizer. Data are whole tensors on the device; an epoch is the slices of one on-device permutation,
+and nothing inside an epoch syncs with the host (losses accumulate on the device) unless a
 progress bar asks for a running loss. The runner (:mod:`pathsgd.train`) and the benchmark import these.
 
 ``capture`` runs the same step faster where it can: ``"graph"`` replays it as a CUDA graph (CUDA only;
