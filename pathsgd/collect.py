@@ -34,17 +34,21 @@ def read_summary(path: Path) -> dict:
 
 
 def _width(model: Mapping[str, Any]) -> int | str:
-    if model.get("arch") == "convnet":
-        return f"{model.get('channels')} channels"  # the conv net's width; its hidden key is unused
+    if "channels" in model:  # the conv net (model=convnet; model.arch=convnet in records made before the group)
+        return f"{model.get('channels')} channels"
     hidden = model.get("hidden")
     if isinstance(hidden, (list, tuple)) and hidden:
         return int(hidden[0]) if len(set(hidden)) == 1 else "x".join(str(h) for h in hidden)
     return hidden if hidden is not None else ""
 
 
-def _number(x: Any) -> Any:
-    """3 for 3.0 (alphas as the runner names them), anything else as it is."""
-    return int(x) if isinstance(x, float) and x.is_integer() else x
+def number(x: Any) -> Any:
+    """3 for 3.0 (alphas and dropouts as the runner names them: ``alpha=3``), anything else as it is."""
+    try:
+        real = float(x)
+    except (TypeError, ValueError):
+        return x
+    return int(real) if real.is_integer() else real
 
 
 def read_run(path: Path, coords: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -62,7 +66,7 @@ def read_run(path: Path, coords: Mapping[str, Any] | None = None) -> pd.DataFram
     metrics = metrics.reindex(columns=METRIC_COLUMNS)  # a missing column is all NaN
     if coords is None:
         coords = {**{k: config.get(k, {}).get("name") for k in ("dataset", "optimizer", "init")},
-                  "dropout": config.get("model", {}).get("dropout"), "alpha": _number(config.get("alpha")),
+                  "dropout": config.get("model", {}).get("dropout"), "alpha": number(config.get("alpha")),
                   "phase": config.get("phase"), "seed": config.get("seed")}
     row = dict(coords, dropout=float(coords["dropout"]) if coords.get("dropout") is not None else math.nan,
                width=_width(config.get("model", {})), status=status)

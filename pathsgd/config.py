@@ -1,9 +1,11 @@
-"""The runner's configuration: its validation, its defaults resolved once, and the name of the run it makes.
+"""The runner's configuration: its schema, the checks a type cannot make, and the name of the run it makes.
 
-:func:`resolve` turns a composed config (Hydra's DictConfig, or a plain dict) into the plain, validated dict that
-a run records: ``alpha`` resolved (null -> the optimizer's ``default_alpha``), ``data.validation`` resolved (null
--> the dataset's own), ``data.root`` expanded. :func:`run_name` names the run directory from it; Hydra calls it
-as the ``${pathsgd_run:}`` resolver, so that a run and its resume find the same directory.
+:class:`RunConfig` is the schema (Hydra's ConfigStore holds it as ``run_schema``, the base of
+``configs/config.yaml``): it carries every top-level key's type and default, so Hydra refuses a value of the wrong
+type while composing. The groups (``dataset``, ``optimizer``, ``init``, ``model``, ``logger``) are the YAML files in
+``configs/``; ``optimizer.kwargs`` and ``model`` hold a ``_target_`` that :mod:`pathsgd.train` instantiates.
+:func:`resolve` turns a composed config into the plain, checked dict that a run records; :func:`run_name` names
+the run directory from it (Hydra calls it as the ``${pathsgd_run:}`` resolver, so a run and its resume meet).
 """
 
 from __future__ import annotations
@@ -13,36 +15,92 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.config_store import ConfigStore
+from omegaconf import II, MISSING, DictConfig, OmegaConf
 
-from pathsgd.data import DATASET_NAMES, SCALES
-from pathsgd.engine import OPTIMIZERS, resolve_device
+from pathsgd.engine import resolve_device
 
-__all__ = ["ConfigError", "INITS", "LOGGERS", "RESUME_MAY_CHANGE", "resolve", "validate_config", "resolve_alpha",
-           "run_name", "as_dict", "flatten", "in_groups"]
+__all__ = ["ConfigError", "RunConfig", "RESUME_MAY_CHANGE", "resolve", "validate_config", "run_name", "as_dict",
+           "flatten", "in_groups", "composition_error"]
 
-INITS = ("balanced", "unbalanced")
-ARCHS = ("mlp", "convnet")
-LOGGERS = ("csv", "wandb")
+SCALES = ("unit", "standardize", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 CAPTURES = ("none", "graph", "compile")  # speed.capture; none (or null) is eager
+# Keys and values of earlier releases: the error for one names its new form.
+RENAMED = {"'model.arch'": "the model is a config group: model=mlp or model=convnet",
+           "'model.channels'": "a key of model=convnet (model=convnet model.channels=N)",
+           "override alpha=null": "leave alpha out for the optimizer's default_alpha",
+           "override data.validation=null": "leave data.validation out for the dataset's own number"}
 
 # Config keys that may change between a run and its resume; any other difference is refused.
-# ``sweep``: a key of checkpoints written when the runner could train several step sizes in one process; it never
-# changed what a run computes. ``data.verify``: whether the files were checked, not what they hold.
+# ``data.verify``: whether the files were checked, not what they hold.
 # ``speed.capture``: how the step runs, not what it computes (a change is logged). ``speed.tf32`` and
 # ``speed.eval_tf32`` change the numbers' rounding, so a run keeps them: one run's epochs are all float32 or all TF32.
 RESUME_MAY_CHANGE = ("resume", "epochs", "device", "phase", "study", "checkpoint_every", "logger", "data.root",
-                      "data.download", "data.verify", "sweep", "speed.capture")
+                      "data.download", "data.verify", "speed.capture")
 # Config keys that do not change what a run computes: left out of its name (alpha is resolved; epochs may grow).
 _NOT_IN_THE_NAME = RESUME_MAY_CHANGE + ("optimizer.default_alpha",)
 
 
+@dataclass
+class SpeedConfig:
+    """How the training step runs (pathsgd.engine), not what it computes; off by default, for fidelity."""
+
+    capture: Optional[str] = "none"  # none: eager | graph: one CUDA graph per step | compile: torch.compile's forward
+    tf32: bool = False  # TF32 matmuls on CUDA, training and evaluation
+    eval_tf32: bool = False  # TF32 for the per-epoch evaluation only
+
+
+@dataclass
+class DataConfig:
+    root: str = "${oc.env:PATHSGD_DATA,'~/.cache/pathsgd/data'}"  # torchvision layout; `~` is expanded
+    validation: int = II("dataset.validation")  # training points held out; 0: train on the whole training set
+    split_seed: int = II("seed")  # which points are held out
+    scale: str = "unit"  # unit: pixels/255 in [0, 1] (paper silent) | standardize | none
+    download: bool = True  # let torchvision download missing files
+    verify: bool = True  # check the files against the originals; false: test fixtures only
+
+
+@dataclass
+class RunConfig:
+    """Every key of one run (``configs/config.yaml`` picks the groups and documents each key)."""
+
+    dataset: Any = MISSING
+    optimizer: Any = MISSING
+    init: Any = MISSING
+    model: Any = MISSING
+    logger: Any = MISSING
+    alpha: float = II("optimizer.default_alpha")  # step size 10^-alpha
+    epochs: int = 100
+    seed: int = 0
+    batch_size: int = 100
+    device: str = "auto"
+    resume: bool = False
+    checkpoint_every: int = 1
+    phase: str = "single"
+    study: Optional[str] = None
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key, the value and what is accepted."""
+
+
+def composition_error(err: BaseException) -> str:
+    """One line for Hydra's refusal to compose (a value of the wrong type, an unknown key or group option)."""
+    cause = err.__cause__ or err
+    text = " ".join(str(err).split()).split(" Config search path")[0]
+    text += "" if cause is err else ": " + str(cause).splitlines()[0]
+    hint = next((f"; {new}" for old, new in RENAMED.items() if old in text), "")
+    return re.sub(r" To append to your config use \S+", "", text) + hint if hint else text
 
 
 def as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -55,29 +113,6 @@ def as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
             for key in cfg if key != "hydra"}
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def resolve_alpha(cfg: Mapping[str, Any]) -> float:
-    """``alpha``, or the optimizer's ``default_alpha`` when alpha is null; checked to be a finite real."""
-    alpha = cfg.get("alpha")
-    key = "alpha"
-    if alpha is None:
-        alpha, key = cfg["optimizer"].get("default_alpha"), "optimizer.default_alpha"
-    if not _is_real(alpha):
-        raise ConfigError(f"{key}={alpha!r} is not a real number: alpha must be a finite real (step size 10^-alpha)")
-    if not math.isfinite(alpha):
-        raise ConfigError(f"{key}={alpha} is not finite: alpha must be a finite real (step size 10^-alpha)")
-    if not -300 < alpha < 300:  # 10^-alpha must be a finite, non-zero float
-        raise ConfigError(f"{key}={alpha} is out of range: 10^-alpha must be a positive float, so |alpha| < 300")
-    return float(alpha)
-
-
 def _require(ok: Any, key: str, value: Any, problem: str) -> None:
     """Raise ``ConfigError("<key>=<value!r> <problem>")`` unless ``ok``."""
     if not ok:
@@ -88,73 +123,35 @@ def _choice(key: str, value: Any, accepted: tuple[str, ...]) -> None:
     _require(value in accepted, key, value, f"is unknown: choose one of {', '.join(accepted)}")
 
 
-def _positive_int(key: str, value: Any) -> None:
-    _require(_is_int(value) and value >= 1, key, value, f"is not a positive integer: {key} must be an integer >= 1")
-
-
-def validate_config(cfg: DictConfig | Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` (a ValueError) naming the key, the value and what is accepted."""
-    c = cfg if isinstance(cfg, dict) else as_dict(cfg)
-    _choice("dataset.name", c["dataset"].get("name"), DATASET_NAMES)
-    _choice("optimizer.name", c["optimizer"].get("name"), OPTIMIZERS)
-    _choice("init.name", c["init"].get("name"), INITS)
-    logger, speed = c["logger"], c.get("speed") or {}
-    _choice("logger.name", logger.get("name"), LOGGERS)
-    wandb = logger["name"] == "wandb"
-    if wandb:
+def validate_config(c: Mapping[str, Any]) -> None:
+    """What a type cannot say about a typed config (:func:`resolve`'s): ranges, names, the device. Raises
+    :class:`ConfigError` (a ValueError) naming the key, the value and what is accepted."""
+    alpha = c["alpha"]
+    _require(math.isfinite(alpha), "alpha", alpha, "is not finite: alpha must be a finite real (step size 10^-alpha)")
+    # 10^-alpha must be a finite, non-zero float
+    _require(-300 < alpha < 300, "alpha", alpha, "is out of range: 10^-alpha must be a positive float, so |alpha| < 300")
+    data, logger, model = c["data"], c["logger"], c["model"]
+    for key, value, least in (("epochs", c["epochs"], 1), ("batch_size", c["batch_size"], 1),
+                              ("checkpoint_every", c["checkpoint_every"], 1), ("seed", c["seed"], 0),
+                              ("data.split_seed", data["split_seed"], 0), ("data.validation", data["validation"], 0)):
+        _require(value >= least, key, value, f"is out of range: {key} must be an integer >= {least}")
+    _choice("init.name", c["init"].get("name"), ("balanced", "unbalanced"))
+    _choice("logger.name", logger.get("name"), ("csv", "wandb"))
+    if logger["name"] == "wandb":
         _choice("logger.mode", logger.get("mode"), WANDB_MODES)
-    resolve_alpha(c)
-    for key in ("epochs", "batch_size", "checkpoint_every"):
-        _positive_int(key, c.get(key))
-    seed = c.get("seed")
-    _require(_is_int(seed) and seed >= 0, "seed", seed, "is not a non-negative integer: seed must be an integer >= 0")
-    device = c.get("device")
-    _require(isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device), "device", device,
-             "is unknown: choose one of auto, cpu, cuda, cuda:N")
+        _require(isinstance(logger.get("project"), str) and logger["project"], "logger.project", logger.get("project"),
+                 "is not a name: a non-empty label")
     try:
-        resolve_device(device)  # cuda asked for where there is none
+        resolve_device(c["device"])  # an unknown name, or cuda asked for where there is none
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    study = c.get("study")
-    _require(study is None or isinstance(study, str), "study", study,
-             "is not a name: a label for the runs of one study (or null)")
-    data = c["data"]
-    for key, value in (("resume", c.get("resume")), ("data.download", data.get("download")),
-                       ("data.verify", data.get("verify")),
-                       ("speed.tf32", speed.get("tf32")), ("speed.eval_tf32", speed.get("eval_tf32"))):
-        _require(isinstance(value, bool), key, value, "is not a boolean: choose true or false")
-    for key, value in (("phase", c.get("phase")), *((("logger.project", logger.get("project")),) if wandb else ())):
-        _require(isinstance(value, str) and value, key, value, "is not a name: a non-empty label")
-    model = c["model"]
-    hidden = model.get("hidden")
-    _require(isinstance(hidden, list) and hidden and all(_is_int(h) and h >= 1 for h in hidden), "model.hidden",
-             hidden, "is not a non-empty list of positive integers (the hidden layers' widths), e.g. [4000,4000]")
-    _choice("model.arch", model.get("arch"), ARCHS)
-    if model["arch"] == "convnet":
-        _positive_int("model.channels", model.get("channels"))
-        if model.get("dropout"):
-            raise ConfigError(f"model.arch=convnet with model.dropout={model.get('dropout')}: the conv net has "
-                              "no dropout; use model.dropout=0.0")
-    dropout = model.get("dropout")
-    _require(_is_real(dropout) and 0.0 <= dropout < 1.0, "model.dropout", dropout,
+    _require(c["phase"], "phase", c["phase"], "is not a name: a non-empty label")
+    _require(data["root"], "data.root", data["root"], "is not a directory path: where the datasets are, e.g. data.root=~/data")
+    _choice("data.scale", data["scale"], SCALES)
+    _choice("speed.capture", c["speed"]["capture"] or "none", CAPTURES)
+    dropout = model.get("dropout")  # the other model keys are the model class's to check
+    _require(isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0, "model.dropout", dropout,
              "is not a probability in [0, 1): the chance of dropping a hidden unit")
-    validation = _validation_size(c)
-    _require(_is_int(validation) and validation >= 0, "data.validation", validation, "is not a non-negative "
-             "integer: the number of held-out training points (0 = none, null = the dataset's default)")
-    _choice("data.scale", data.get("scale"), SCALES)
-    split_seed, root = data.get("split_seed"), data.get("root")
-    _require(_is_int(split_seed) and split_seed >= 0, "data.split_seed", split_seed,
-             "is not a non-negative integer: the seed that picks the held-out points (default: seed)")
-    _require(isinstance(root, str) and root, "data.root", root,
-             "is not a directory path: where the datasets are (torchvision layout), e.g. data.root=~/data")
-    if speed.get("capture") is not None:
-        _choice("speed.capture", speed["capture"], CAPTURES)
-
-
-def _validation_size(c: Mapping[str, Any]) -> Any:
-    """``data.validation``, or the dataset's own default (``dataset.validation``) when it is null."""
-    value = c["data"].get("validation")
-    return c["dataset"].get("validation", 10000) if value is None else value
 
 
 def _alpha_text(alpha: float) -> str:
@@ -167,28 +164,30 @@ def run_name(c: DictConfig | Mapping[str, Any]) -> str:
     """A run's name, and its directory's, from its config: ``<optimizer>-<init>-a<alpha>-d<dropout>-s<seed>-<hash>``.
 
     The readable part names the coordinates of the paper's figures; the hash (8 hex digits) covers every
-    other key that changes the result (:data:`_NOT_IN_THE_NAME` lists those that do not), so two configs that
-    could train differently never share a directory. ``epochs`` is left out: a finished run may be extended.
-    The one function that names runs: the runner, sweeps in one process and the figure pipeline use it.
+    other key that changes the result (:data:`_NOT_IN_THE_NAME` lists those that do not, and a ``_target_``
+    follows from its group's choice), so two configs that could train differently never share a directory.
+    ``epochs`` is left out: a finished run may be extended. The one function that names runs.
     """
     c = as_dict(c) if isinstance(c, DictConfig) else c
     flat = flatten({k: v for k, v in c.items() if k != "hydra"})
-    flat["alpha"] = resolve_alpha(c)
-    flat["data.validation"] = _validation_size(c)
-    kept = {k: v for k, v in flat.items() if not in_groups(k, _NOT_IN_THE_NAME)}
+    kept = {k: v for k, v in flat.items() if not in_groups(k, _NOT_IN_THE_NAME) and not k.endswith("_target_")}
+    kept["alpha"] = float(kept["alpha"])
     digest = hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    readable = (f"{c['optimizer']['name']}-{c['init']['name']}-a{_alpha_text(flat['alpha'])}"
+    readable = (f"{c['optimizer']['name']}-{c['init']['name']}-a{_alpha_text(c['alpha'])}"
                 f"-d{float(c['model']['dropout'])}-s{c['seed']}")
     return f"{readable}-{digest}"
 
 
 def _hydra_run_name(*, _root_: DictConfig) -> str:
-    """``${pathsgd_run:}`` in the Hydra config: :func:`run_name` of the job's config (``invalid-config``
-    when it cannot be named: the runner then reports the bad value itself)."""
+    """``${pathsgd_run:}`` in the Hydra config: :func:`run_name` of the job's config (``invalid-config-<hash of
+    the job's overrides>`` when it cannot be named: the runner then reports the bad value itself)."""
     try:
-        return run_name(as_dict(_root_))
+        return run_name(resolve(_root_, check=False))
     except Exception:  # noqa: BLE001 - validation, with its clear message, comes after Hydra made the directory
-        return "invalid-config"
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+        return "invalid-config-" + hashlib.sha1(" ".join(overrides).encode()).hexdigest()[:8]
 
 
 OmegaConf.register_new_resolver("pathsgd_run", _hydra_run_name, replace=True)
@@ -207,15 +206,18 @@ def in_groups(key: str, groups: tuple[str, ...]) -> bool:
     return any(key == g or key.startswith(g + ".") for g in groups)
 
 
-
-
-def resolve(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """The validated config as plain containers, every default resolved once (see the module docstring)."""
-    c = as_dict(cfg)
-    validate_config(c)
-    c["alpha"] = resolve_alpha(c)
-    c["data"]["validation"] = _validation_size(c)
+def resolve(cfg: DictConfig | Mapping[str, Any], check: bool = True) -> dict[str, Any]:
+    """The config typed by :class:`RunConfig` (a plain dict too), checked and as plain containers, ``data.root``
+    expanded and ``speed.capture`` as :func:`pathsgd.engine.train_epoch` takes it (None: eager)."""
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(RunConfig), as_dict(cfg))
+        c = as_dict(typed)
+    except Exception as err:  # omegaconf's errors name the key and the expected type
+        raise ConfigError(composition_error(err)) from None
+    if check:
+        validate_config(c)
+    c["alpha"] = float(c["alpha"])
     c["data"]["root"] = str(Path(c["data"]["root"]).expanduser())
-    if c["speed"]["capture"] == "none":  # as pathsgd.engine.train_epoch takes it: None (eager)
+    if c["speed"]["capture"] == "none":
         c["speed"]["capture"] = None
     return c

@@ -24,12 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "OPTIMIZERS", "step_size", "resolve_device", "make_optimizer", "CAPTURE_MODES", "GraphStep", "train_step",
+    "step_size", "resolve_device", "CAPTURE_MODES", "GraphStep", "train_step",
     "train_epoch", "evaluate", "all_finite", "tf32_matmuls",
 ]
-
-OPTIMIZERS = ("sgd", "adagrad", "pathsgd", "sgd_momentum", "adam", "pathsgd_momentum", "path_adagrad", "path_adam")
-
 
 def step_size(alpha: float) -> float:
     """The step size 10^-alpha: the one place where alpha becomes a learning rate. Any finite real alpha is
@@ -53,25 +50,6 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} was asked for but CUDA is not available here: use device=cpu or device=auto")
     return device
-
-
-def make_optimizer(name: str, model: nn.Module, lr: float, *, input_shape: tuple[int, ...] | None = None,
-                   **kwargs) -> torch.optim.Optimizer:
-    """The runner's optimizers by name: torch's ``sgd`` and ``sgd_momentum`` (torch.optim.SGD), ``adagrad``,
-    ``adam`` (torch.optim.Adam); the path family ``pathsgd`` and ``pathsgd_momentum`` (pathsgd.PathSGD),
-    ``path_adagrad`` (pathsgd.PathAdaGrad), ``path_adam`` (pathsgd.PathAdam). The path classes take the model
-    itself (gamma depends on all of it) and the shape of one input (a conv net's gamma depends on it; torch's
-    classes need neither). ``kwargs`` go to the constructor unchanged (the configs set momentum)."""
-    from pathsgd.optim import PathAdaGrad, PathAdam, PathSGD
-
-    torch_classes = {"sgd": torch.optim.SGD, "sgd_momentum": torch.optim.SGD, "adagrad": torch.optim.Adagrad,
-                     "adam": torch.optim.Adam}
-    path_classes = {"pathsgd": PathSGD, "pathsgd_momentum": PathSGD, "path_adagrad": PathAdaGrad, "path_adam": PathAdam}
-    if name in torch_classes:
-        return torch_classes[name](model.parameters(), lr=lr, **kwargs)
-    if name in path_classes:
-        return path_classes[name](model, lr=lr, input_shape=input_shape, **kwargs)
-    raise ValueError(f"optimizer={name!r} is unknown: choose one of {', '.join(OPTIMIZERS)}")
 
 
 CAPTURE_MODES = (None, "graph", "compile")

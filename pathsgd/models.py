@@ -68,8 +68,10 @@ class ConvNet(nn.Module):
     (``PathSGD(model, lr, input_shape=(C * H * W,))``): the residual sum and the pooling are edges of the DAG too.
     """
 
-    def __init__(self, image_shape: Sequence[int], num_classes: int, channels: int = 16) -> None:
+    def __init__(self, image_shape: Sequence[int], num_classes: int, channels: int = 16, dropout: float = 0.0) -> None:
         super().__init__()
+        if dropout:  # the runner's model group has the key for every model, so that a study may sweep it
+            raise ValueError(f"dropout={dropout!r} is invalid: the conv net has no dropout; use dropout=0.0")
         c_in, height, width = (int(v) for v in image_shape)
         if min(c_in, height, width, channels, num_classes) < 1 or height < 4 or width < 4:
             raise ValueError(f"image_shape={tuple(image_shape)!r}, channels={channels}: needs positive sizes and "

@@ -121,7 +121,7 @@ def mlp_roots(linears: Sequence[nn.Linear], p: float, dtype: torch.dtype, work: 
     return list(zip(roots[0::2], roots[1::2]))
 
 
-class _PathOptimizer(Optimizer):
+class PathOptimizer(Optimizer):
     """What the family shares: the model (gamma depends on all of it), p, gamma's factors at each step, the
     reused buffers. A subclass's ``_update(group, params, grads, rows, cols, scratch)`` applies its rule."""
 
@@ -215,7 +215,7 @@ class _PathOptimizer(Optimizer):
         return loss
 
 
-class PathSGD(_PathOptimizer):
+class PathSGD(PathOptimizer):
     r"""Path-normalized SGD (Neyshabur, Salakhutdinov & Srebro, 2015, eq. 8 and Algorithm 1).
 
     .. math::
@@ -268,7 +268,7 @@ class PathSGD(_PathOptimizer):
                 self.state[w]["momentum_buffer"] = buf
 
 
-class PathAdaGrad(_PathOptimizer):
+class PathAdaGrad(PathOptimizer):
     r"""Path-AdaGrad: AdaGrad's adaptive step on the Path-SGD direction.
 
     .. math::
@@ -296,7 +296,7 @@ class PathAdaGrad(_PathOptimizer):
         path_adagrad(params, grads, sums, rows, cols, lr=group["lr"], eps=group["eps"], scratch=scratch)
 
 
-class PathAdam(_PathOptimizer):
+class PathAdam(PathOptimizer):
     r"""Path-Adam: Adam with the first moment of d = g / gamma and the second moment of g^2 / gamma.
 
     .. math::

@@ -14,10 +14,11 @@
 4. **aggregate**: every planned run -> ``<results>/<name>/runs.csv`` (one row per run and epoch).
 5. **plot**: ``scripts/plot_figures.py`` draws ``<results>/figures/<name>.png/.pdf`` from the CSVs alone.
 
-Run directories live under ``<raw>/<name>/<phase>/<dataset>/<run name>`` (git-ignored), the run name being
-:func:`pathsgd.train.run_name` of the run's whole config (``<optimizer>-<init>-a<alpha>-d<dropout>-s<seed>-<hash>``):
-a study whose overrides change (width, batch size, ...) trains new runs instead of reusing the old ones.
-Re-running skips multiruns whose runs all finished (completed or diverged) with the asked number of epochs and
+Run directories live under ``<raw>/<name>/<phase>/<dataset>/`` (git-ignored), each named by the runner
+(:func:`pathsgd.config.run_name`). The pipeline learns which directory holds which planned run from the runs
+themselves: the overrides each job recorded (Hydra's ``.hydra/overrides.yaml``), less the keys a resume may change
+(epochs, ...). A study whose overrides change (width, batch size, ...) trains new runs instead of reusing the old
+ones. Re-running skips multiruns whose runs all finished (completed or diverged) with the asked number of epochs and
 passes ``resume=true`` to the others, so an interrupted pipeline continues.
 
 The experiment file (YAML, with ``base:`` files merged under it: :func:`load_experiment`) is documented in
@@ -28,9 +29,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -43,14 +44,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from pathsgd.collect import read_run, read_summary, tidy
+from pathsgd.collect import number, read_run, read_summary, tidy
+from pathsgd.config import RESUME_MAY_CHANGE, in_groups
+from pathsgd.rundir import source_commit
 from pathsgd.selection import DEFAULT_TOLERANCE, chosen_alpha, select_alphas
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("sweep", "select", "final", "aggregate", "plot")
 FINISHED = ("completed", "diverged")
-# The run directory's name inside <raw>/<name>/<phase>/<dataset>/: Hydra resolves it per job (pathsgd.train.run_name).
-SUBDIR = "${pathsgd_run:}"
 
 DEFAULTS: dict[str, Any] = {
     "plot": "curves", "results": "results", "raw": "outputs", "datasets": {},
@@ -149,12 +150,6 @@ def sweep_inits(exp: dict) -> list[str]:
 # Planning runs
 
 
-def _num(x: float) -> int | float:
-    """Alphas and dropouts as the runner prints them: 3 (not 3.0) for integer alphas."""
-    x = float(x)
-    return int(x) if x.is_integer() else x
-
-
 @dataclass(frozen=True)
 class Run:
     phase: str
@@ -174,8 +169,36 @@ class Run:
                f"init={self.init}", f"seed={self.seed}", f"phase={self.phase}"]
         return [o for o in every if not o.lstrip("+~").startswith("hydra")] + own
 
-    def path(self, exp: dict) -> Path:
-        return raw_dir(exp) / self.phase / self.dataset / _run_name(tuple(self.overrides(exp)))
+    def identity(self, exp: dict) -> frozenset[str]:
+        return _identity(self.overrides(exp))
+
+
+def _identity(overrides: Iterable[str]) -> frozenset[str]:
+    """What tells a run apart: its overrides, less the keys that a resume may change (epochs, phase, ...)."""
+    return frozenset(o for o in overrides if not in_groups(o.split("=", 1)[0].lstrip("+~"), RESUME_MAY_CHANGE))
+
+
+def run_dirs(exp: dict, runs: Iterable[Run]) -> dict[Run, Path | None]:
+    """Each planned run's directory (None: never started), learned from the overrides every job recorded in its
+    ``.hydra/overrides.yaml``. Of two directories of one run (the runner's naming changed in between), the
+    finished one wins, else the newer."""
+    recorded: dict[tuple[str, str], dict[frozenset[str], Path]] = {}
+    out = {}
+    for run in runs:
+        if (run.phase, run.dataset) not in recorded:
+            found: dict[frozenset[str], Path] = {}
+            for file in sorted((raw_dir(exp) / run.phase / run.dataset).glob("*/.hydra/overrides.yaml")):
+                key, path = _identity(yaml.safe_load(file.read_text()) or []), file.parent.parent
+                if key not in found or _rank(path) > _rank(found[key]):
+                    found[key] = path
+            recorded[(run.phase, run.dataset)] = found
+        out[run] = recorded[(run.phase, run.dataset)].get(run.identity(exp))
+    return out
+
+
+def _rank(path: Path) -> tuple[bool, float]:
+    summary = path / "summary.json"
+    return read_summary(path).get("status") in FINISHED, summary.stat().st_mtime if summary.exists() else 0.0
 
 
 @dataclass
@@ -207,7 +230,7 @@ class Multirun:
                 sweep("alpha", self.alphas),
                 sweep("init", self.inits), sweep("seed", self.seeds), f"epochs={self.epochs}", f"phase={self.phase}",
                 f"study={exp['name']}",  # W&B groups a study's runs (logger=wandb); not part of a run's name
-                "resume=true", f"hydra.sweep.dir={out_dir}", f"hydra.sweep.subdir={SUBDIR}"]
+                "resume=true", f"hydra.sweep.dir={out_dir}", "hydra.sweep.subdir=${pathsgd_run:}"]  # the runner names its directory
         launcher = launcher or exp.get("launcher")
         if launcher:
             cmd.append(f"hydra/launcher={launcher}")
@@ -219,11 +242,11 @@ def plan_sweep(exp: dict) -> list[Multirun]:
     seeds = [int(s) for s in exp["sweep"].get("seeds") or exp["seeds"]]  # the sweep may use fewer seeds
     dropouts, epochs = [float(d) for d in exp["dropouts"]], int(exp["sweep"]["epochs"])
     plan = [Multirun("sweep", dataset, list(exp["optimizers"]), sweep_inits(exp), dropouts,
-                     [_num(a) for a in exp["sweep"]["alphas"]], seeds, epochs) for dataset in exp["datasets"]]
+                     [number(a) for a in exp["sweep"]["alphas"]], seeds, epochs) for dataset in exp["datasets"]]
     check, other_inits = per_init_check(exp)
     if check:  # the other inits of these optimizers, on their own grid: a selection of their own (not used by the finals)
         plan += [Multirun("sweep", dataset, check["optimizers"], other_inits, dropouts,
-                          [_num(a) for a in check["alphas"]], seeds, epochs) for dataset in exp["datasets"]]
+                          [number(a) for a in check["alphas"]], seeds, epochs) for dataset in exp["datasets"]]
     return plan
 
 
@@ -251,24 +274,13 @@ def plan_final(exp: dict, selection: pd.DataFrame) -> tuple[list[Multirun], list
                     if alpha is None:
                         skipped.append(dict(dataset=dataset, optimizer=optimizer, init=init, dropout=dropout))
                     else:
-                        by_alpha.setdefault(_num(alpha), []).append(init)
+                        by_alpha.setdefault(number(alpha), []).append(init)
                 for alpha, inits in by_alpha.items():
                     groups.setdefault((dataset, float(dropout), alpha, tuple(inits)), []).append(optimizer)
     multiruns = [Multirun("final", dataset, optimizers, list(inits), [dropout], [alpha], [int(s) for s in exp["seeds"]],
                           int(exp["final"]["epochs"]))
                  for (dataset, dropout, alpha, inits), optimizers in groups.items()]
     return multiruns, skipped
-
-
-@functools.lru_cache(maxsize=None)
-def _run_name(overrides: tuple[str, ...]) -> str:
-    """The runner's name for the run these overrides make (its config composed as the runner composes it)."""
-    from hydra import compose, initialize_config_dir
-
-    from pathsgd.train import CONFIG_DIR, run_name
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return run_name(compose(config_name="config", overrides=list(overrides)))
 
 
 def check_device(exp: dict) -> None:
@@ -288,10 +300,12 @@ def check_device(exp: dict) -> None:
                         "CPU (the paper's 2 x 4000 network: days)")
 
 
-def run_finished(path: Path, epochs: int) -> bool:
+def run_finished(path: Path | None, epochs: int) -> bool:
     """Finished (completed with ``epochs``, or diverged) and its records whole: ``metrics.csv`` holds every epoch
     that ``summary.json`` reports. Anything else is run again with resume=true, which rebuilds the records from
-    the checkpoint. (A run of another configuration has another directory: see pathsgd.train.run_name.)"""
+    the checkpoint. (A run of another configuration has another directory: see pathsgd.config.run_name.)"""
+    if path is None:
+        return False
     info = read_summary(path)
     done = info.get("epochs_completed")
     if info.get("status") not in FINISHED or done is None:
@@ -308,13 +322,14 @@ def launch(exp: dict, multiruns: Sequence[Multirun], python: str, launcher: str 
     """Run the multiruns that have work left; return a line for each one that exited with an error."""
     failures = []
     for mr in multiruns:
-        todo = [r for r in mr.runs() if not run_finished(r.path(exp), mr.epochs)]
+        dirs = run_dirs(exp, mr.runs())
+        todo = [r for r in mr.runs() if not run_finished(dirs[r], mr.epochs)]
         if not todo:
             print(f"[reproduce] {mr.phase}/{mr.dataset}: all {len(mr.runs())} runs done, skipped", flush=True)
             continue
         cmd = mr.command(exp, python, launcher, extra)
         print(f"[reproduce] {mr.phase}/{mr.dataset}: {len(todo)}/{len(mr.runs())} runs to do", flush=True)
-        print("[reproduce] $ " + " ".join(_quote(c) for c in cmd), flush=True)
+        print("[reproduce] $ " + shlex.join(cmd), flush=True)
         t0 = time.perf_counter()
         env = {**os.environ, **{str(k): str(v) for k, v in (exp.get("env") or {}).items()}}
         proc = subprocess.Popen(cmd, cwd=os.getcwd(), env=env)
@@ -335,18 +350,17 @@ def launch(exp: dict, multiruns: Sequence[Multirun], python: str, launcher: str 
     return failures
 
 
-def _quote(arg: str) -> str:
-    return f"'{arg}'" if any(c in arg for c in " ${}[],*") else arg
-
-
 # --------------------------------------------------------------------------------------------------------
 # Aggregation: run directories -> tidy table
 
 
 def aggregate(exp: dict, runs: Iterable[Run]) -> pd.DataFrame:
     """The planned runs' tidy rows (through pathsgd.collect, with the study's own labels as coordinates)."""
-    return tidy(read_run(run.path(exp), dict(dataset=run.dataset, optimizer=run.optimizer, init=run.init,
-                                             dropout=run.dropout, alpha=run.alpha, phase=run.phase, seed=run.seed))
+    runs = list(runs)
+    dirs = run_dirs(exp, runs)
+    never = raw_dir(exp) / "never-started"  # no records there: the run's row says failed
+    return tidy(read_run(dirs[run] or never, dict(dataset=run.dataset, optimizer=run.optimizer, init=run.init,
+                                                  dropout=run.dropout, alpha=run.alpha, phase=run.phase, seed=run.seed))
                 for run in runs)
 
 
@@ -363,25 +377,13 @@ class PipelineError(RuntimeError):
     """A multirun exited with an error; everything else of the pipeline was still done."""
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        # Tracked files outside results/: the studies' own outputs (CSVs, figures, meta.json; tracked once committed)
-        # and untracked files (a data link) change no code.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
-                               cwd=REPO, capture_output=True, text=True).stdout
-        return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return "unknown"
-
-
 def write_meta(exp: dict, out: Path, argv: Sequence[str], seconds: float, runs: Iterable[Run]) -> None:
     """``meta.json``: this invocation (command, commit, seconds) and the commits the runs were trained at (each
     run's ``summary.json`` records its own)."""
-    trained = sorted({str(c) for c in (read_summary(r.path(exp)).get("commit") for r in runs) if c})
+    trained = sorted({str(c) for c in (read_summary(d).get("commit") for d in run_dirs(exp, runs).values() if d) if c})
     meta = {"command": "python -m pathsgd.reproduce " + " ".join(argv),
             "experiment": {k: v for k, v in exp.items() if k != "file"}, "experiment_file": exp["file"],
-            "commit": _commit(), "runs_trained_at": trained,
+            "commit": source_commit() or "unknown", "runs_trained_at": trained,
             "finished": datetime.datetime.now().isoformat(timespec="seconds"), "pipeline_seconds": round(seconds, 1)}
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
@@ -440,7 +442,9 @@ def reproduce(exp: dict, steps: Sequence[str] = STEPS, python: str = sys.executa
 
     if "aggregate" in steps:
         # Final runs that were never launched (only some steps asked for) are left out, not marked failed.
-        final_runs = [r for mr in final for r in mr.runs() if "final" in steps or r.path(exp).exists()]
+        planned = [r for mr in final for r in mr.runs()]
+        started = run_dirs(exp, planned)
+        final_runs = [r for r in planned if "final" in steps or started[r] is not None]
         table = aggregate(exp, sweep_runs + final_runs)
         table.to_csv(paths["runs"], index=False)
         print(f"[reproduce] wrote {paths['runs']} ({len(table)} rows)", flush=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -27,14 +28,12 @@ from pathsgd.atomic import atomic_write_json, load_checkpoint, save_checkpoint
 from pathsgd.config import RESUME_MAY_CHANGE, ConfigError, flatten, in_groups
 from pathsgd.sinks import CSVSink
 
-__all__ = ["RunDir", "CHECKPOINT_NAME"]
+__all__ = ["RunDir", "CHECKPOINT_NAME", "source_commit"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 log = logging.getLogger("pathsgd.train")
 
-# What a checkpoint made before the speed group existed was trained with.
-_SPEED_BEFORE_THE_GROUP = {"speed.capture": None, "speed.tf32": False, "speed.eval_tf32": False}
 # Whether an epoch's records are being written, and a signal held back until they are.
 _PENDING_SIGNAL: dict[str, Any] = {"writing": False, "signum": None}
 
@@ -75,16 +74,16 @@ class RunDir:
         return state
 
     def _check_resumable(self, saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
-        a, b = {**_SPEED_BEFORE_THE_GROUP, **flatten(saved)}, flatten(now)
+        a, b = flatten(saved), flatten(now)
         diffs = [f"{k}={a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
                  if not in_groups(k, RESUME_MAY_CHANGE) and a.get(k) != b.get(k)]
         if diffs:
             raise ConfigError(f"resume=true, but the checkpoint in {self.path} was made with a different configuration: "
                               f"{'; '.join(diffs)}. Use the same configuration, another run directory "
                               "(hydra.run.dir=...), or resume=false.")
-        if a["speed.capture"] != b.get("speed.capture"):
+        if a.get("speed.capture") != b.get("speed.capture"):
             log.warning("resuming %s with speed.capture=%r (was %r) from here on", self.path, b.get("speed.capture"),
-                        a["speed.capture"])
+                        a.get("speed.capture"))
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         save_checkpoint(self.checkpoint_path, state)
@@ -148,3 +147,15 @@ def _lock(run_dir: Path):
         raise ConfigError(f"{run_dir} is in use: another run is training in it now. Wait for it, or give this run "
                           "another directory (hydra.run.dir=...)") from None
     return handle
+
+
+def source_commit(repo: Path = Path(__file__).resolve().parents[1]) -> str | None:
+    """The commit of the code that writes a record, ``-dirty`` when tracked files outside ``results/`` differ from it
+    (the studies' own outputs, and untracked files such as a data link, change no code); None outside a checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                               cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty else "") if head.returncode == 0 else None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
+import os
 import sys
 import time
 import zlib
@@ -33,13 +33,17 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.errors import HydraException, InstantiationException
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from pathsgd.atomic import atomic_write_json
-from pathsgd.config import ConfigError, resolve, run_name
+from pathsgd.config import ConfigError, composition_error, resolve, run_name
 from pathsgd.data import DataFileError, DatasetNotFoundError, load_splits
-from pathsgd.engine import all_finite, evaluate, make_optimizer, resolve_device, step_size, tf32_matmuls, train_epoch
-from pathsgd.rundir import RunDir
+from pathsgd.engine import all_finite, evaluate, resolve_device, step_size, tf32_matmuls, train_epoch
+from pathsgd.optim import PathOptimizer
+from pathsgd.rundir import RunDir, source_commit
 from pathsgd.sinks import COLUMNS, WandbSink
 
 __all__ = ["ConfigError", "train", "run_name", "main"]
@@ -114,7 +118,7 @@ class _Run:
         self.status = "running"
         self.wandb: WandbSink | None = None
         self.wandb_id: str | None = None
-        self.env = {"commit": _git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda,
+        self.env = {"commit": source_commit(), "torch": torch.__version__, "cuda": torch.version.cuda,
                     "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
         # Say where it runs and where it writes: device=auto falls back to the CPU silently otherwise.
         log.info("%s on %s (%s) -> %s", run_name(c), device, self.env["device"], folder.path.resolve())
@@ -150,13 +154,11 @@ class _Run:
     def record_initial_network(self, measured: Mapping[str, Any]) -> None:
         """Row 0; a network that is broken before training, or a first step beyond float range, has diverged."""
         self.rows.append(_row(0, measured, seconds=0.0, batch_loss=None))
-        if not (measured["finite"] and math.isfinite(measured["train_loss"])):
-            self.status = "diverged"  # e.g. an init that overflowed: training it would be meaningless
-            log.warning("the initial model has non-finite loss or weights; the run diverged before training")
-            self.checkpoint(self.fresh_rng)
-        elif self.lr > torch.finfo(next(self.model.parameters()).dtype).max:
-            self.status = "diverged"  # the first update is infinite (torch even refuses to apply it)
-            log.warning("step 10^-alpha = %g exceeds the weights' floating-point range; the run diverged", self.lr)
+        broken = not (measured["finite"] and math.isfinite(measured["train_loss"]))  # e.g. an init that overflowed
+        if broken or self.lr > torch.finfo(next(self.model.parameters()).dtype).max:  # torch refuses such a step
+            self.status = "diverged"
+            log.warning("the initial model has non-finite loss or weights; the run diverged before training" if broken
+                        else f"step 10^-alpha = {self.lr:g} exceeds the weights' floating-point range; the run diverged")
             self.checkpoint(self.fresh_rng)
         self.publish()
 
@@ -195,8 +197,15 @@ class _Run:
         _log_row(self.rows[-1], self.c["epochs"])
 
     def summary(self, error: str | None = None) -> dict[str, Any]:
-        return _summary_record(self.c, self.status, self.rows, self.folder.path, self.env,
-                               time.perf_counter() - self.t_start, self.wandb, error)
+        """What ``summary.json`` holds."""
+        c, rows, wandb = self.c, self.rows, self.wandb
+        out = {"status": self.status, "epochs_completed": rows[-1]["epoch"] if rows else 0, "epochs": c["epochs"],
+               "final": dict(rows[-1]) if rows else {}, "alpha": c["alpha"], "lr": self.lr, "phase": c["phase"],
+               "run_name": run_name(c), "run_dir": str(self.folder.path.resolve()), **self.env,
+               "wall_seconds": time.perf_counter() - self.t_start,
+               "wandb": None if wandb is None else {"id": wandb.run_id, "dir": str(Path(wandb.run.dir).parent)},
+               "config": c}
+        return out if error is None else {**out, "error": error}
 
     def finish(self) -> dict[str, Any]:
         record = self.summary()
@@ -225,7 +234,7 @@ class _Run:
 # The parts of a run
 
 
-# model.arch=convnet: the image shape each dataset's flattened inputs come from (synthetic: a square of its features).
+# model=convnet: the image shape each dataset's flattened inputs come from (synthetic: a square of its features).
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
                 "svhn": (3, 32, 32)}
 
@@ -234,21 +243,23 @@ def _image_shape(c: Mapping[str, Any], in_features: int) -> tuple[int, int, int]
     side = math.isqrt(in_features)
     shape = IMAGE_SHAPES.get(c["dataset"]["name"]) or (1, side, side)
     if math.prod(shape) != in_features:
-        raise ConfigError(f"model.arch=convnet needs images: dataset {c['dataset']['name']!r} has {in_features} "
+        raise ConfigError(f"model=convnet needs images: dataset {c['dataset']['name']!r} has {in_features} "
                           "features, not an image (synthetic data: a square number of features, e.g. 64)")
     return shape
 
 
 def _build_model(c: Mapping[str, Any], in_features: int, num_classes: int, seed: int) -> torch.nn.Module:
-    from pathsgd import MLP, balanced_init_, unbalanced_init_
+    from pathsgd import balanced_init_, unbalanced_init_
     from pathsgd.models import ConvNet
 
     # The model's and the init's own checks name the bad option; say which config group holds it.
     try:
-        if c["model"]["arch"] == "convnet":
-            model = ConvNet(_image_shape(c, in_features), num_classes, channels=c["model"]["channels"])
-        else:
-            model = MLP(in_features, num_classes, hidden=tuple(c["model"]["hidden"]), dropout=float(c["model"]["dropout"]))
+        conv = issubclass(get_class(c["model"]["_target_"]), ConvNet)  # it reads images, the MLP flat vectors
+        model = instantiate(c["model"], _image_shape(c, in_features) if conv else in_features, num_classes,
+                            _convert_="all")
+    except (TypeError, ValueError, InstantiationException) as err:  # instantiate's error wraps the class's own
+        raise ConfigError(f"model={c['model']['_target_']} (model.*): {err.__cause__ or err}") from err
+    try:
         # Initialized on the CPU with its own generator, so the init is the same on every device.
         gen = torch.Generator().manual_seed(_derive_seed(seed, "init"))
         init = dict(c["init"])
@@ -317,26 +328,20 @@ def _load_data(c: Mapping[str, Any], device: torch.device):
 
 
 def _build_optimizer(c: Mapping[str, Any], model: torch.nn.Module, in_features: int):
-    opt_cfg = c["optimizer"]
+    spec = c["optimizer"]["kwargs"]
     try:
-        return make_optimizer(opt_cfg["name"], model, step_size(c["alpha"]), input_shape=(in_features,),
-                              **(opt_cfg.get("kwargs") or {}))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"optimizer={opt_cfg['name']} (optimizer.kwargs.*): {err}") from err
+        # The path family takes the model itself (gamma depends on every path) and the shape of one input;
+        # torch's optimizers take the parameters.
+        if issubclass(get_class(spec["_target_"]), PathOptimizer):
+            return instantiate(spec, model, step_size(c["alpha"]), input_shape=(in_features,), _convert_="all")
+        return instantiate(spec, model.parameters(), step_size(c["alpha"]), _convert_="all")
+    except (TypeError, ValueError, InstantiationException) as err:
+        raise ConfigError(f"optimizer={c['optimizer']['name']} (optimizer.kwargs.*): {err.__cause__ or err}") from err
 
 
 def _derive_seed(seed: int, purpose: str) -> int:
     """Distinct, stable seeds for the init, the batch order and dropout, all from the one ``seed``."""
     return (seed * 1_000_003 + zlib.crc32(purpose.encode())) % (2**63 - 1)
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def _default_run_dir() -> Path:
@@ -359,21 +364,6 @@ def _set_rng_state(state: Mapping[str, Any], device: torch.device, batches: torc
     if device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
     batches.set_state(state["batches"])
-
-
-def _summary_record(
-    c: Mapping[str, Any], status: str, rows: list[dict[str, Any]], run_dir: Path, env: Mapping[str, Any],
-    wall_seconds: float, sink_wandb: WandbSink | None, error: str | None = None,
-) -> dict[str, Any]:
-    """What ``summary.json`` holds (``c`` is the run's resolved config, its ``alpha`` resolved)."""
-    out = {
-        "status": status, "epochs_completed": rows[-1]["epoch"] if rows else 0, "epochs": c["epochs"],
-        "final": dict(rows[-1]) if rows else {}, "alpha": c["alpha"], "lr": step_size(c["alpha"]), "phase": c["phase"],
-        "run_name": run_name(c), "run_dir": str(run_dir.resolve()), **env, "wall_seconds": wall_seconds,
-        "wandb": None if sink_wandb is None else {"id": sink_wandb.run_id, "dir": str(Path(sink_wandb.run.dir).parent)},
-        "config": c,
-    }
-    return out if error is None else {**out, "error": error}
 
 
 def _log_row(row: Mapping[str, Any], epochs: int) -> None:
@@ -432,7 +422,13 @@ def main() -> None:
 
     Exit status: 0; 2 for a bad value or data file; in a ``--multirun``, the number of jobs that failed so
     (each recorded in its directory's summary.json, the other jobs run)."""
-    _hydra_main()
+    # Hydra's own refusals (a value of the wrong type, an unknown key or option) come here to be said in one line.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        _hydra_main()
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"error: {composition_error(err)}", file=sys.stderr)
+        sys.exit(2)
     if _FAILED_JOBS:
         print(f"{len(_FAILED_JOBS)} job(s) of the sweep failed:\n  " + "\n  ".join(_FAILED_JOBS), file=sys.stderr)
         sys.exit(min(len(_FAILED_JOBS), 125))

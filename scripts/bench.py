@@ -56,12 +56,15 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
 from pathsgd import MLP, balanced_init_, kernels, path_scales  # noqa: E402
-from pathsgd.engine import evaluate, make_optimizer, resolve_device, tf32_matmuls, train_epoch  # noqa: E402
+from pathsgd.engine import evaluate, resolve_device, tf32_matmuls, train_epoch  # noqa: E402
+from pathsgd.optim import PathAdaGrad, PathAdam, PathOptimizer, PathSGD  # noqa: E402
 
 IN_FEATURES, NUM_CLASSES, N_TRAIN = 784, 10, 60000
 DEFAULT_WIDTH = {"cuda": 4000, "cpu": 1024}  # the paper's net on a GPU; 784-1024-1024-10 on a CPU
 DEFAULT_MATMUL = {"cuda": 4096, "cpu": 2048}  # ceiling matmul n (n x n @ n x n); < 1 s on either
 DEFAULT_COPY_MIB = {"cuda": 1024, "cpu": 256}  # ceiling copy size, well beyond any cache
+OPTIMIZER_CLASSES = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam,
+                     "pathsgd": PathSGD, "path_adagrad": PathAdaGrad, "path_adam": PathAdam}  # as configs/optimizer/
 LR = 1e-3  # small enough that neither optimizer diverges within a benchmark on balanced init
 
 MEASUREMENTS = (  # JSON key prefix, label in the table
@@ -247,7 +250,9 @@ class RunnerLoop:
             self.optimizer = NaivePathSGD(self.model, lr=LR)
         else:
             momentum = {"momentum": 0.9} if optimizer.endswith("_momentum") else {}
-            self.optimizer = make_optimizer(optimizer, self.model, lr=LR / 10 if momentum else LR, **momentum)
+            cls = OPTIMIZER_CLASSES[optimizer.removesuffix("_momentum")]
+            params = self.model if issubclass(cls, PathOptimizer) else self.model.parameters()
+            self.optimizer = cls(params, lr=LR / 10 if momentum else LR, **momentum)
         self.generator = torch.Generator(device=device).manual_seed(0)
 
     def run(self, steps: int):

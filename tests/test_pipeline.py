@@ -23,6 +23,7 @@ from hydra import compose, initialize_config_dir
 from pathsgd.collect import RUN_COLUMNS
 from pathsgd import reproduce as rp
 from pathsgd.selection import select_alphas
+from pathsgd.rundir import source_commit
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((REPO / "experiments").glob("**/*.yaml"))
@@ -150,23 +151,36 @@ def test_final_plan_groups_by_alpha_and_skips_all_diverged_cells(tmp_path):
         ("d2", "pathsgd", "balanced"), ("d2", "pathsgd", "unbalanced")
     }
     run = final[0].runs()[0]
-    assert run.path(exp).parent == tmp_path / "raw" / "t" / "final" / "d1"
-    assert run.path(exp).name.startswith("sgd-balanced-a1-d0.0-s0-")
+    assert {"optimizer=sgd", "init=balanced", "alpha=1", "seed=0", "model.dropout=0.0"} <= run.identity(exp)
+    assert rp.run_dirs(exp, [run]) == {run: None}  # not started: no directory records it
 
 
-def test_a_changed_study_gets_new_run_directories(tmp_path):
-    """Width, batch size or any other result-defining override changes every run's directory (no stale reuse);
-    a longer final phase keeps it (a finished run is extended with resume=true)."""
+def test_a_changed_study_does_not_reuse_the_old_runs(tmp_path):
+    """Width, batch size or any other result-defining override changes what a run is (no stale reuse); a longer
+    phase does not (a finished run is extended with resume=true)."""
     run = rp.plan_sweep(small_exp(tmp_path))[0].runs()[0]
-    before = run.path(small_exp(tmp_path))
+    old = fake_run(small_exp(tmp_path), run, [0.9, 0.3, 0.2])
     for change in ({"overrides": ["model.hidden=[8,8]"]}, {"overrides": ["batch_size=50"]},
                    {"sweep": {"alphas": [-6, 1, 2], "epochs": 2, "overrides": ["data.validation=50"]}}):
-        assert run.path(small_exp(tmp_path, **change)) != before, change
-    assert run.path(small_exp(tmp_path, sweep={"alphas": [-6, 1, 2], "epochs": 9})) == before
+        assert rp.run_dirs(small_exp(tmp_path, **change), [run]) == {run: None}, change
+    assert rp.run_dirs(small_exp(tmp_path, sweep={"alphas": [-6, 1, 2], "epochs": 9}), [run]) == {run: old}
 
 
-def fake_run(path: Path, errors, status="completed", hidden=(16, 16), epochs=None):
-    path.mkdir(parents=True)
+def test_of_two_directories_of_one_run_the_finished_one_counts(tmp_path):
+    """A run started again under another name (the runner's naming changed) leaves two directories."""
+    exp = small_exp(tmp_path, dropouts=[0.0], optimizers=["sgd"])
+    run = rp.plan_sweep(exp)[0].runs()[0]
+    done = fake_run(exp, run, [0.9, 0.3, 0.2], name="a-old-name")
+    fake_run(exp, run, [0.9], status="running", name="b-new-name")
+    assert rp.run_dirs(exp, [run]) == {run: done}
+
+
+def fake_run(exp, run, errors, status="completed", hidden=(16, 16), epochs=None, name=None) -> Path:
+    """A run directory as the runner leaves it for ``run`` of ``exp``: metrics.csv, summary.json, and the overrides
+    that Hydra records (from which the pipeline learns which run it is)."""
+    path = rp.raw_dir(exp) / run.phase / run.dataset / (name or f"{run.optimizer}-a{run.alpha}-s{run.seed}")
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*run.overrides(exp), "epochs=9", "resume=true"]))
     rows = ["epoch,train_loss,train_error,val_error,test_error,path_norm,seconds,batch_loss"]
     rows += [f"{e},{1 + v},{v},{v},{v},3.0,{e * 0.1},0.5" for e, v in enumerate(errors)]
     (path / "metrics.csv").write_text("\n".join(rows) + "\n")
@@ -174,14 +188,14 @@ def fake_run(path: Path, errors, status="completed", hidden=(16, 16), epochs=Non
         n = len(errors) - 1 if epochs is None else epochs
         summary = {"status": status, "epochs_completed": n, "config": {"epochs": n, "model": {"hidden": list(hidden)}}}
         (path / "summary.json").write_text(json.dumps(summary))
+    return path
 
 
 def test_aggregate_reads_run_directories_into_the_tidy_table(tmp_path):
     exp = small_exp(tmp_path, dropouts=[0.0], optimizers=["sgd"])
     runs = rp.plan_sweep(exp)[0].runs()  # d1: sgd x alphas (-6, 1, 2) x balanced
-    fake_run(runs[0].path(exp), [0.9, float("nan")], status="diverged")
-    fake_run(runs[1].path(exp), [0.9, 0.3, 0.2])
-    fake_run(runs[2].path(exp), [0.9, 0.5], status=None)  # killed: metrics but no summary
+    paths = [fake_run(exp, runs[0], [0.9, float("nan")], status="diverged"), fake_run(exp, runs[1], [0.9, 0.3, 0.2]),
+             fake_run(exp, runs[2], [0.9, 0.5], status=None)]  # the last killed: metrics but no summary
     table = rp.aggregate(exp, runs + [rp.Run("sweep", "d1", "sgd", "balanced", 0.0, 7, 0)])  # 7: never ran
     assert list(table.columns) == RUN_COLUMNS
     status = table.groupby("alpha")["status"].first().to_dict()
@@ -191,9 +205,9 @@ def test_aggregate_reads_run_directories_into_the_tidy_table(tmp_path):
     assert set(table.phase) == {"sweep"} and set(table.init) == {"balanced"}
     sel = select_alphas(table)
     assert sel.alpha.tolist() == [1.0] and sel.diverged.tolist() == ["-6"] and sel.failed.tolist() == ["2 7"]
-    assert rp.run_finished(runs[1].path(exp), 2) and not rp.run_finished(runs[1].path(exp), 3)
-    assert rp.run_finished(runs[0].path(exp), 99)  # diverged: never retried
-    assert not rp.run_finished(runs[2].path(exp), 1)
+    assert rp.run_finished(paths[1], 2) and not rp.run_finished(paths[1], 3)
+    assert rp.run_finished(paths[0], 99)  # diverged: never retried
+    assert not rp.run_finished(paths[2], 1) and not rp.run_finished(None, 1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -319,13 +333,13 @@ def test_a_run_with_lost_or_torn_records_is_not_finished(tmp_path):
     """metrics.csv gone or short, or summary.json torn mid-write: run again (resume rebuilds), never reused."""
     exp = small_exp(tmp_path, dropouts=[0.0], optimizers=["sgd"])
     runs = rp.plan_sweep(exp)[0].runs()
-    fake_run(runs[1].path(exp), [0.9, 0.3, 0.2])
-    assert rp.run_finished(runs[1].path(exp), 2)
-    (runs[1].path(exp) / "metrics.csv").unlink()
-    assert not rp.run_finished(runs[1].path(exp), 2)
-    fake_run(runs[0].path(exp), [0.9, 0.3, 0.2])
-    (runs[0].path(exp) / "summary.json").write_text('{"status": "compl')
-    assert not rp.run_finished(runs[0].path(exp), 2)
+    lost = fake_run(exp, runs[1], [0.9, 0.3, 0.2])
+    assert rp.run_finished(lost, 2)
+    (lost / "metrics.csv").unlink()
+    assert not rp.run_finished(lost, 2)
+    torn = fake_run(exp, runs[0], [0.9, 0.3, 0.2])
+    (torn / "summary.json").write_text('{"status": "compl')
+    assert not rp.run_finished(torn, 2)
     table = rp.aggregate(exp, runs[:1])  # a torn summary.json reads as a run without one: incomplete
     assert set(table.status) == {"incomplete"}
 
@@ -436,7 +450,7 @@ def test_per_init_check_sweeps_the_other_init_of_its_optimizers_only():
     assert len(rp.plan_sweep(rp.load_experiment(REPO / "experiments/fig3_mnist.yaml"))) == 1  # balanced only: no check
 
 
-def test_a_studys_own_outputs_do_not_make_its_commit_dirty(tmp_path, monkeypatch):
+def test_a_studys_own_outputs_do_not_make_its_commit_dirty(tmp_path):
     """Re-running a committed study rewrites its tracked CSVs and figure: the code is still the commit's."""
     git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
     git("init", "-q")
@@ -445,8 +459,7 @@ def test_a_studys_own_outputs_do_not_make_its_commit_dirty(tmp_path, monkeypatch
         (tmp_path / name).write_text("1\n")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
-    monkeypatch.setattr(rp, "REPO", tmp_path)
     (tmp_path / "results" / "runs.csv").write_text("2\n")
-    assert not rp._commit().endswith("-dirty")
+    assert not source_commit(tmp_path).endswith("-dirty")
     (tmp_path / "code.py").write_text("2\n")
-    assert rp._commit().endswith("-dirty")
+    assert source_commit(tmp_path).endswith("-dirty")

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -38,9 +39,13 @@ TINY = (
 )
 
 
-def make_cfg(*overrides: str):
-    """The tiny synthetic run, or (when ``overrides`` pick another dataset) the small run on that dataset."""
-    base = SMALL if any(o.startswith("dataset=") for o in overrides) else TINY
+def make_cfg(*overrides: str, base: tuple[str, ...] | None = None):
+    """The tiny synthetic run, or (when ``overrides`` pick another dataset) the small run on that dataset; the conv
+    net has no ``model.hidden``."""
+    if base is None:
+        base = SMALL if any(o.startswith("dataset=") for o in overrides) else TINY
+    if "model=convnet" in overrides:
+        base = tuple(o for o in base if not o.startswith("model.hidden="))
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         return compose(config_name="config", overrides=[*base, *overrides])
 
@@ -130,7 +135,7 @@ def test_validation_larger_than_the_training_set_is_a_clear_error(tmp_path):
 
 
 def test_synthetic_has_its_own_validation_default(tmp_path):
-    summary = train(make_cfg("data.validation=null", "dataset.synthetic.n_train=600", "epochs=1"), run_dir=tmp_path)
+    summary = train(make_cfg("dataset=synthetic", "dataset.synthetic.n_train=600", "epochs=1", base=SMALL), run_dir=tmp_path)
     assert summary["config"]["data"]["validation"] == 500
 
 
@@ -268,15 +273,14 @@ def test_resume_may_change_the_capture_but_not_tf32(tmp_path, caplog):
     assert strip_timing(check_record(tmp_path / "split", 3)) == strip_timing(check_record(tmp_path / "whole", 3))
 
 
-def test_a_checkpoint_from_before_the_speed_group_resumes(tmp_path):
-    """Checkpoints written before speed.* existed were eager float32 runs: they resume with the defaults."""
+def test_a_checkpoint_from_before_the_model_group_is_refused_naming_the_keys(tmp_path):
+    """Checkpoints written when the model was ``model.arch``/``model.channels`` hold another config: refused."""
     train(make_cfg("epochs=1"), run_dir=tmp_path)
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    del ckpt["config"]["speed"]
+    ckpt["config"]["model"] = {"arch": "mlp", "channels": 16, "hidden": [16, 16], "dropout": 0.0}
     torch.save(ckpt, tmp_path / "checkpoint.pt")
-    with pytest.raises(ConfigError, match=r"speed.tf32=False there, True now"):
-        train(make_cfg("epochs=2", "resume=true", "speed.tf32=true"), run_dir=tmp_path)
-    assert train(make_cfg("epochs=2", "resume=true"), run_dir=tmp_path)["status"] == "completed"
+    with pytest.raises(ConfigError, match=r"model._target_=None there, 'pathsgd.MLP' now; model.arch='mlp' there"):
+        train(make_cfg("epochs=2", "resume=true"), run_dir=tmp_path)
 
 
 def tf32_flags() -> tuple[bool, bool]:
@@ -424,21 +428,20 @@ def test_cli_default_run_dir_is_deterministic_and_resumable(tmp_path):
     "args, message",
     [
         (("alpha=nan",), "alpha=nan is not finite: alpha must be a finite real"),
-        (("epochs=0",), "epochs=0 is not a positive integer"),
-        (("batch_size=0",), "batch_size=0 is not a positive integer"),
-        (("optimizer.name=rmsprop",), "optimizer.name='rmsprop' is unknown: choose one of sgd, adagrad, pathsgd, sgd_momentum"),
-        (("alpha=400",), "alpha=400 is out of range"),
+        (("epochs=0",), "epochs=0 is out of range: epochs must be an integer >= 1"),
+        (("batch_size=0",), "batch_size=0 is out of range"),
+        (("alpha=400",), "alpha=400.0 is out of range"),
         (("init=unbalanced", "init.max_exponent=60", "init.n_units=2000"), "init.*): unbalanced_init_ with max_exponent=60"),
         (("optimizer.kwargs.p=0.5",), "optimizer.kwargs.*): p=0.5 is invalid"),
         (("speed.capture=cudagraph",), "speed.capture='cudagraph' is unknown: choose one of none, graph, compile"),
-        (("speed.tf32=yes",), "speed.tf32='yes' is not a boolean: choose true or false"),
-        (("data.split_seed=abc",), "data.split_seed='abc' is not a non-negative integer"),
-        (("data.download=maybe",), "data.download='maybe' is not a boolean"),
-        (("phase=null",), "phase=None is not a name"),
+        (("speed.tf32=maybe",), "speed.tf32=maybe: Value 'maybe' is not a valid bool"),
+        (("data.split_seed=abc",), "data.split_seed=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+        (("data.download=maybe",), "data.download=maybe: Value 'maybe' is not a valid bool"),
+        (("phase=null",), "phase=null: field 'phase' is not Optional"),
         (("logger=wandb", "logger.project=null"), "logger.project=None is not a name"),
-        (("data.root=null",), "data.root=None is not a directory path"),
-        (("model.hidden=[]",), "model.hidden=[] is not a non-empty list of positive integers"),
-        (("speed.tf32=1",), "speed.tf32=1 is not a boolean: choose true or false"),
+        (("data.root=null",), "data.root=null: field 'data.root' is not Optional"),
+        (("model.hidden=[0,5]",), "model=pathsgd.MLP (model.*): hidden=[0, 5] is invalid"),
+        (("model.arch=convnet",), "Key 'arch' is not in struct; the model is a config group: model=mlp or model=convnet"),
     ],
 )
 def test_cli_bad_values_exit_nonzero_with_a_message(tmp_path, monkeypatch, capsys, args, message):
@@ -447,7 +450,8 @@ def test_cli_bad_values_exit_nonzero_with_a_message(tmp_path, monkeypatch, capsy
     with pytest.raises(SystemExit) as exc:
         train_mod.main()
     assert exc.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err  # one line
     assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
@@ -581,14 +585,14 @@ def test_a_second_run_in_a_locked_directory_is_refused(tmp_path):
 
 def test_one_bad_job_of_a_multirun_is_recorded_and_the_others_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train_mod, "_FAILED_JOBS", [])
-    monkeypatch.setattr(sys, "argv", ["pathsgd-train", "--multirun", *TINY, "epochs=1", "alpha=abc,1,2",
+    monkeypatch.setattr(sys, "argv", ["pathsgd-train", "--multirun", *TINY, "epochs=1", "alpha=nan,1,2",
                                       f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}"])
     with pytest.raises(SystemExit) as exc:
         train_mod.main()
     assert exc.value.code == 1  # one job failed
     assert "1 job(s) of the sweep failed" in capsys.readouterr().err
     bad = read_summary(tmp_path / "0")
-    assert bad["status"] == "failed" and "alpha='abc' is not a real number" in bad["error"]
+    assert bad["status"] == "failed" and "alpha=nan is not finite" in bad["error"]
     assert [read_summary(tmp_path / str(k))["status"] for k in (1, 2)] == ["completed", "completed"]
 
 
@@ -627,6 +631,7 @@ def test_a_studys_runs_share_a_wandb_group(tmp_path, monkeypatch):
         def __init__(self, **kwargs):
             seen.update(kwargs)
             self.run_id = "r"
+            self.run = SimpleNamespace(dir=str(tmp_path / "wandb" / "files"))
 
         def log(self, row): ...
         def set_summary(self, values): ...
@@ -634,27 +639,25 @@ def test_a_studys_runs_share_a_wandb_group(tmp_path, monkeypatch):
         def finish(self, exit_code=0): ...
 
     monkeypatch.setattr(train_mod, "WandbSink", Recorder)
-    monkeypatch.setattr(train_mod, "_summary_record", lambda *a, **k: {"final": {}, "status": "completed"})
-    train(make_cfg("logger=wandb", "study=fig2", "epochs=1"), run_dir=tmp_path)
+    summary = train(make_cfg("logger=wandb", "study=fig2", "epochs=1"), run_dir=tmp_path)
     assert seen["group"] == "fig2" and seen["saved"] == ["metrics.csv", "summary.json"]
-    with pytest.raises(ConfigError, match="study=3 is not a name"):
-        train(make_cfg("study=3"), run_dir=tmp_path / "b")
+    assert summary["wandb"] == {"id": "r", "dir": str(tmp_path / "wandb")}
 
 
 @pytest.mark.parametrize("optimizer", ["pathsgd", "sgd", "path_adam"])
 def test_the_conv_net_trains_through_the_runner(tmp_path, optimizer):
-    """model.arch=convnet: conv, average pooling and a residual block on 8 x 8 synthetic images (64 features)."""
-    summary = train(make_cfg("model.arch=convnet", "model.channels=4", "dataset.synthetic.in_features=64",
+    """model=convnet: conv, average pooling and a residual block on 8 x 8 synthetic images (64 features)."""
+    summary = train(make_cfg("model=convnet", "model.channels=4", "dataset.synthetic.in_features=64",
                              f"optimizer={optimizer}", "epochs=2"), run_dir=tmp_path)
     assert summary["status"] == "completed"
     rows = check_record(tmp_path, 2)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
-    unbalanced = train(make_cfg("model.arch=convnet", "model.channels=4", "dataset.synthetic.in_features=64",
+    unbalanced = train(make_cfg("model=convnet", "model.channels=4", "dataset.synthetic.in_features=64",
                                 f"optimizer={optimizer}", "epochs=1", "init=unbalanced"), run_dir=tmp_path / "u")
     assert unbalanced["status"] in ("completed", "diverged")
     # the unbalanced init rescales channels: the same function, so the same loss before training
     assert check_record(tmp_path / "u", 1)[0]["train_loss"] == pytest.approx(rows[0]["train_loss"], rel=1e-4)
-    with pytest.raises(ConfigError, match="model.arch=convnet with model.dropout=0.5"):
-        train(make_cfg("model.arch=convnet", "model.dropout=0.5", "dataset.synthetic.in_features=64"), run_dir=tmp_path / "d")
+    with pytest.raises(ConfigError, match="dropout=0.5 is invalid: the conv net has no dropout"):
+        train(make_cfg("model=convnet", "model.dropout=0.5", "dataset.synthetic.in_features=64"), run_dir=tmp_path / "d")
     with pytest.raises(ConfigError, match="needs images"):
-        train(make_cfg("model.arch=convnet"), run_dir=tmp_path / "x")  # 20 features: not a square image
+        train(make_cfg("model=convnet"), run_dir=tmp_path / "x")  # 20 features: not a square image
