@@ -17,12 +17,14 @@ install: ## create $(VENV) and install the package with the reproduction (the re
 	$(if $(TORCH_PINS),$(PY) -m pip install $(TORCH_PINS))
 	$(PY) -m pip install -e '.[repro,dev]'
 
+# One pytest worker per core (pytest-xdist); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= auto
 test: ## run the test suite (CPU, no network): everything but the tests marked slow
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 .PHONY: test-slow
 test-slow: ## the slow tests: the smoke pipeline and notebook, submitit_local jobs, the golden metrics, training-heavy tests (CI runs both)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m slow
 
 .PHONY: bench
 BENCH_ARGS ?=

@@ -317,24 +317,60 @@ def run_finished(path: Path | None, epochs: int) -> bool:
     return rows == int(done) + 1 and (info["status"] == "diverged" or int(done) >= epochs)
 
 
+POLL_SECONDS = 10.0  # how often the driver looks for newly finished runs while a multirun trains
+
+
+def say(exp: dict, text: str, error: bool = False) -> None:
+    """A line of the pipeline's own, prefixed with the study's name (two studies may share one log)."""
+    print(f"[{exp['name']}] {text}", file=sys.stderr if error else sys.stdout, flush=True)
+
+
+class Progress:
+    """A phase's progress, said whenever runs finish: runs done of all, time elapsed, and the time left at the pace
+    of the runs finished since this driver started."""
+
+    def __init__(self, exp: dict, multiruns: Sequence[Multirun]) -> None:
+        self.exp, self.t0 = exp, time.perf_counter()
+        self.runs = {run: mr.epochs for mr in multiruns for run in mr.runs()}
+        self.phase = "/".join(sorted({mr.phase for mr in multiruns}))
+        self.first = self.last = self.done()
+
+    def done(self) -> int:
+        dirs = run_dirs(self.exp, self.runs)
+        return sum(run_finished(dirs[run], epochs) for run, epochs in self.runs.items())
+
+    def report(self) -> None:
+        done = self.done()
+        if done <= self.last:
+            return
+        self.last, elapsed = done, time.perf_counter() - self.t0
+        left = elapsed / (done - self.first) * (len(self.runs) - done)
+        say(self.exp, f"{self.phase}: {done}/{len(self.runs)} runs done, {elapsed / 60:.1f} min elapsed, "
+                      f"about {left / 60:.0f} min left")
+
+
 def launch(exp: dict, multiruns: Sequence[Multirun], python: str, launcher: str | None,
            extra: Sequence[str]) -> list[str]:
-    """Run the multiruns that have work left; return a line for each one that exited with an error."""
+    """Run the multiruns that have work left, saying the phase's progress; return a line for each multirun that
+    exited with an error."""
     failures = []
+    progress = Progress(exp, multiruns)
     for mr in multiruns:
         dirs = run_dirs(exp, mr.runs())
         todo = [r for r in mr.runs() if not run_finished(dirs[r], mr.epochs)]
         if not todo:
-            print(f"[reproduce] {mr.phase}/{mr.dataset}: all {len(mr.runs())} runs done, skipped", flush=True)
+            say(exp, f"{mr.phase}/{mr.dataset}: all {len(mr.runs())} runs done, skipped")
             continue
         cmd = mr.command(exp, python, launcher, extra)
-        print(f"[reproduce] {mr.phase}/{mr.dataset}: {len(todo)}/{len(mr.runs())} runs to do", flush=True)
-        print("[reproduce] $ " + shlex.join(cmd), flush=True)
+        say(exp, f"{mr.phase}/{mr.dataset}: {len(todo)}/{len(mr.runs())} runs to do")
+        say(exp, "$ " + shlex.join(cmd))
         t0 = time.perf_counter()
         env = {**os.environ, **{str(k): str(v) for k, v in (exp.get("env") or {}).items()}}
         proc = subprocess.Popen(cmd, cwd=os.getcwd(), env=env)
         try:
-            proc.wait()
+            while proc.poll() is None:
+                time.sleep(POLL_SECONDS)
+                progress.report()
         except BaseException:  # Ctrl-C or SIGTERM of the driver: its runs end too, recorded as interrupted
             proc.terminate()
             try:
@@ -342,11 +378,12 @@ def launch(exp: dict, multiruns: Sequence[Multirun], python: str, launcher: str 
             except subprocess.TimeoutExpired:
                 proc.kill()
             raise
-        print(f"[reproduce] {mr.phase}/{mr.dataset}: exit {proc.returncode} after {time.perf_counter() - t0:.1f} s", flush=True)
+        progress.report()
+        say(exp, f"{mr.phase}/{mr.dataset}: exit {proc.returncode} after {time.perf_counter() - t0:.1f} s")
         # A multirun that fails part-way leaves its finished runs; the aggregate marks the rest "failed".
         if proc.returncode != 0:
             failures.append(f"{mr.phase}/{mr.dataset}: exit {proc.returncode}")
-            print(f"[reproduce] warning: the multirun exited with {proc.returncode}; continuing", file=sys.stderr)
+            say(exp, f"warning: the multirun exited with {proc.returncode}; continuing", error=True)
     return failures
 
 
@@ -428,13 +465,13 @@ def reproduce(exp: dict, steps: Sequence[str] = STEPS, python: str = sys.executa
             selection = pd.concat([selection, select_alphas(checked, tolerance, per_init=True, role="per_init_check")],
                                   ignore_index=True)
         selection.to_csv(paths["selection"], index=False)
-        print(f"[reproduce] wrote {paths['selection']}:\n{selection.to_string(index=False)}", flush=True)
+        say(exp, f"wrote {paths['selection']}:\n{selection.to_string(index=False)}")
 
     final: list[Multirun] = []
     if paths["selection"].exists():
         final, skipped = plan_final(exp, read_selection(paths["selection"]))
         for cell in skipped if "final" in steps else ():
-            print(f"[reproduce] no usable alpha, no final run: {cell}", flush=True)
+            say(exp, f"no usable alpha, no final run: {cell}")
     if "final" in steps:
         if not paths["selection"].exists():
             raise FileNotFoundError(f"{paths['selection']} is missing: run the select step first")
@@ -447,7 +484,7 @@ def reproduce(exp: dict, steps: Sequence[str] = STEPS, python: str = sys.executa
         final_runs = [r for r in planned if "final" in steps or started[r] is not None]
         table = aggregate(exp, sweep_runs + final_runs)
         table.to_csv(paths["runs"], index=False)
-        print(f"[reproduce] wrote {paths['runs']} ({len(table)} rows)", flush=True)
+        say(exp, f"wrote {paths['runs']} ({len(table)} rows)")
         if exp.get("toy"):
             from pathsgd.toy import write_toy_csv
 
@@ -493,6 +530,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             reproduce(exp, args.steps, args.python, args.launcher, args.override, argv)
         except PipelineError as err:
             errors.append(str(err))
+        except KeyboardInterrupt as err:  # SIGTERM or Ctrl-C: one line, not a traceback
+            say(exp, f"interrupted ({err or 'Ctrl-C'}): its runs in training are recorded as interrupted; the same "
+                     "command continues where it stopped", error=True)
+            sys.exit(130)
     if errors:
         sys.exit("[reproduce] " + "\n[reproduce] ".join(errors))
 

@@ -194,7 +194,7 @@ class _Run:
         self.folder.write_metrics(self.rows)
         if self.wandb is not None:
             self.wandb.log(self.rows[-1])
-        _log_row(self.rows[-1], self.c["epochs"])
+        _log_row(self.rows[-1], self.c["epochs"], "/".join(filter(None, (self.c["study"], run_name(self.c)))))
 
     def summary(self, error: str | None = None) -> dict[str, Any]:
         """What ``summary.json`` holds."""
@@ -366,12 +366,13 @@ def _set_rng_state(state: Mapping[str, Any], device: torch.device, batches: torc
     batches.set_state(state["batches"])
 
 
-def _log_row(row: Mapping[str, Any], epochs: int) -> None:
-    """One line per epoch (the progress bar shows only on a terminal; these lines go to the log everywhere)."""
+def _log_row(row: Mapping[str, Any], epochs: int, label: str) -> None:
+    """One line per epoch (the progress bar shows only on a terminal; these lines go to the log everywhere), led by
+    the run's study and name: the runs of a parallel multirun, and two studies, share a log."""
     left = (epochs - row["epoch"]) * row["seconds"] / row["epoch"] if row["epoch"] else None
     log.info(
-        "epoch %d/%d  train_loss %.4g  train_error %.4f  val_error %s  test_error %.4f  path_norm %.4g  (%.1f s%s)",
-        row["epoch"], epochs, row["train_loss"], row["train_error"],
+        "%s epoch %d/%d  train_loss %.4g  train_error %.4f  val_error %s  test_error %.4f  path_norm %.4g  (%.1f s%s)",
+        label, row["epoch"], epochs, row["train_loss"], row["train_error"],
         "-" if row["val_error"] is None else f"{row['val_error']:.4f}",
         row["test_error"], row["path_norm"], row["seconds"], "" if left is None else f", about {left:.0f} s of training left",
     )

@@ -75,6 +75,7 @@ INTERPRETED_CHECK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # Triton's interpreter: seconds of CPU
 @triton_missing
 def test_interpreted_kernel_equals_the_torch_path():
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}

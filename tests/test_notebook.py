@@ -1,7 +1,8 @@
 """notebooks/learning_curves.ipynb runs top to bottom on tidy CSVs named by PATHSGD_RESULTS (nbmake's engine).
 
 The smoke outputs are covered by the slow test in test_pipeline.py (and by `make smoke`); here a hand-made
-study in the same CSV layout keeps the check fast.
+study in the same CSV layout, and a collected CSV of one's own runs. Executing the notebook takes seconds: both
+are in ``make test-slow``.
 """
 
 import os
@@ -9,11 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "learning_curves.ipynb"
 
 
+@pytest.mark.slow  # executes the notebook
 def test_notebook_reads_only_the_tidy_csvs(tmp_path, tidy_study):
     tidy_study(tmp_path, "fig2")
     tidy_study(tmp_path, "fig3", inits=("balanced",))
@@ -33,6 +37,7 @@ def test_notebook_has_no_stored_outputs():
     assert "PATHSGD_RESULTS" in nb.cells[1].source
 
 
+@pytest.mark.slow  # executes the notebook
 def test_notebook_reads_a_collected_csv_of_own_runs_without_warnings(tmp_path, tidy_study):
     """PATHSGD_RUNS: a tidy CSV from python -m pathsgd.collect (runs of phase `single`); deprecation warnings fail it."""
     import pandas as pd

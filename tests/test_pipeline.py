@@ -191,6 +191,21 @@ def fake_run(exp, run, errors, status="completed", hidden=(16, 16), epochs=None,
     return path
 
 
+def test_progress_says_runs_done_elapsed_and_time_left_prefixed_with_the_study(tmp_path, capsys):
+    exp = small_exp(tmp_path, dropouts=[0.0], optimizers=["sgd"])
+    multiruns = rp.plan_sweep(exp)
+    runs = multiruns[0].runs()
+    fake_run(exp, runs[0], [0.9, 0.5, 0.3])  # finished (2 epochs) before this driver started: not counted in the pace
+    progress = rp.Progress(exp, multiruns)
+    progress.report()
+    assert capsys.readouterr().out == ""  # nothing new
+    fake_run(exp, runs[1], [0.9, 0.5, 0.3])
+    fake_run(exp, runs[2], [0.9], status="running")  # not finished
+    progress.report()
+    line = capsys.readouterr().out
+    assert line.startswith(f"[{exp['name']}] sweep: 2/{len(progress.runs)} runs done, ") and "min elapsed, about" in line
+
+
 def test_aggregate_reads_run_directories_into_the_tidy_table(tmp_path):
     exp = small_exp(tmp_path, dropouts=[0.0], optimizers=["sgd"])
     runs = rp.plan_sweep(exp)[0].runs()  # d1: sgd x alphas (-6, 1, 2) x balanced
@@ -222,6 +237,7 @@ def plot(results: Path, kind: str, out: Path):
     )
 
 
+@pytest.mark.slow  # three figures drawn as PNG and PDF
 def test_plot_curves_fig1_and_family_from_csv_only(tmp_path, tidy_study):
     from pathsgd.toy import write_toy_csv
 
@@ -353,14 +369,16 @@ def test_killing_the_driver_ends_its_runs_as_interrupted(tmp_path):
     tiny_exp(tmp_path, optimizers=["sgd"], sweep={"alphas": [1], "epochs": 100000, "overrides": ["data.validation=100"]})
     proc = subprocess.Popen([sys.executable, "-m", "pathsgd.reproduce", str(tmp_path / "tiny.yaml"), "--steps", "sweep"],
                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, text=True)
     sweep = tmp_path / "raw" / "tiny" / "sweep" / "mnist"
     deadline = time.time() + 120
     while time.time() < deadline and not any(sweep.glob("*/metrics.csv")):
         time.sleep(0.3)
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=90)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "[tiny] interrupted (signal 15): its runs in training are recorded as interrupted" in err, err
     (run,) = [p for p in sweep.iterdir() if (p / "summary.json").exists()]
     time.sleep(0.5)
     summary = json.loads((run / "summary.json").read_text())

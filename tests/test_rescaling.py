@@ -69,6 +69,7 @@ def test_unbalanced_init_is_finite_when_every_unit_is_drawn_many_times(seed):
     torch.testing.assert_close(model(x), out, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # the paper's 2 x 4000 net
 def test_unbalanced_init_paper_scale_float32_is_finite():
     # The paper's 2000 draws at 2 x 4000: per seed, a fresh network; some seed must need the clamp.
     largest = []
