@@ -9,7 +9,8 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 .PHONY: help install test
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-26s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's|$$(VENV)|$(VENV)|g' -e 's|$$(DATA)|$(DATA)|g' \
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-26s %s\n", $$1, $$2}'
 
 install: ## create $(VENV) and install the package with the reproduction (the repro extra) and its test tools
 	test -x $(PY) || python3 -m venv $(VENV)

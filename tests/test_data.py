@@ -140,6 +140,7 @@ def test_missing_files_error_names_directory_and_files(name, tmp_path):
     for f in files:
         assert f.name in msg
     assert isinstance(info.value, FileNotFoundError)
+    assert ("make data-mnist" in msg) == (name == "mnist")  # MNIST's offline route
 
 
 def test_failed_download_becomes_not_found(tmp_path, monkeypatch):

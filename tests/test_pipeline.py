@@ -397,22 +397,24 @@ def test_a_gpu_study_refuses_to_start_without_cuda_unless_told_cpu(tmp_path):
         rp.check_device(rp.load_experiment(REPO / "experiments" / f"{name}.yaml"))
 
 
-def test_collect_gathers_any_run_directories_into_the_tidy_table(tmp_path):
+def test_collect_gathers_any_run_directories_into_the_tidy_table(tmp_path, capsys):
     """Runs made with `python -m pathsgd.train` (single and --multirun) become the pipeline's tidy table."""
     from pathsgd.collect import main as collect_main
     from pathsgd.train import train
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
-        for optimizer, alpha in (("sgd", 1), ("pathsgd", 2)):
-            cfg = compose(config_name="config", overrides=["dataset=synthetic", *TINY, "data.validation=100", "epochs=2", f"optimizer={optimizer}",
-                                                          f"alpha={alpha}"])
-            train(cfg, run_dir=tmp_path / "runs" / "nested" / optimizer)
+        for name, optimizer, alpha, width in (("a", "sgd", 1, 8), ("b", "pathsgd", 2, 8), ("c", "pathsgd", 2, 16)):
+            cfg = compose(config_name="config", overrides=["dataset=synthetic", *TINY, "data.validation=100", "epochs=2",
+                                                          f"optimizer={optimizer}", f"alpha={alpha}",
+                                                          f"model.hidden=[{width},{width}]"])
+            train(cfg, run_dir=tmp_path / "runs" / "nested" / name)
     collect_main([str(tmp_path / "runs"), "--out", str(tmp_path / "tidy.csv")])
     table = pd.read_csv(tmp_path / "tidy.csv")
     assert list(table.columns) == RUN_COLUMNS
-    assert set(zip(table.optimizer, table.alpha)) == {("sgd", 1), ("pathsgd", 2)}
-    assert set(table.status) == {"completed"} and set(table.phase) == {"single"} and set(table.width) == {8}
-    assert len(table) == 2 * 3  # two runs, epochs 0..2
+    assert set(zip(table.optimizer, table.alpha, table.width)) == {("sgd", 1, 8), ("pathsgd", 2, 8), ("pathsgd", 2, 16)}
+    assert set(table.status) == {"completed"} and set(table.phase) == {"single"}
+    assert len(table) == 3 * 3 and table.run.nunique() == 3  # three runs, epochs 0..2; two differ only in width
+    assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'tidy.csv'}: 3 runs, 9 rows")
 
 
 def test_stand_in_rows_are_labelled_and_the_alpha_axis_spans_the_usable_grid(tmp_path, tidy_study):

@@ -1,6 +1,7 @@
 """The README's commands and code must not drift from the code."""
 
 import re
+import subprocess
 from pathlib import Path
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -27,3 +28,9 @@ def test_make_targets_named_in_readme_exist():
     targets = set(re.findall(r"^([a-zA-Z0-9_-]+):", makefile, flags=re.M))
     named = set(re.findall(r"`make ([a-zA-Z0-9_-]+)", README))
     assert named and named <= targets, named - targets
+
+
+def test_make_help_prints_values_not_variable_names():
+    out = subprocess.run(["make", "help"], cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                         text=True, check=True).stdout
+    assert "install" in out and "$(" not in out, out

@@ -126,7 +126,16 @@ def test_missing_dataset_names_the_directory_and_files(tmp_path):
     cfg = make_cfg("dataset=cifar10", f"data.root={tmp_path}", "data.download=false")
     with pytest.raises(FileNotFoundError, match=r"cifar10.*cifar-10-batches-py.*data_batch_1"):
         train(cfg, run_dir=tmp_path / "run")
-    assert not (tmp_path / "run" / "metrics.csv").exists()
+    assert not (tmp_path / "run").exists()  # the data come first: the run directory is never touched
+
+
+def test_a_refused_run_on_the_command_line_leaves_no_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["pathsgd-train", "dataset=mnist", f"data.root={tmp_path / 'none'}",
+                                      "data.download=false", f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exc:
+        train_mod.main()
+    assert exc.value.code == 2 and "make data-mnist" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_validation_larger_than_the_training_set_is_a_clear_error(tmp_path):
