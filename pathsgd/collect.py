@@ -67,7 +67,9 @@ def read_run(path: Path, coords: Mapping[str, Any] | None = None) -> pd.DataFram
     metrics = pd.read_csv(path / "metrics.csv") if (path / "metrics.csv").exists() else pd.DataFrame({"epoch": [math.nan]})
     metrics = metrics.reindex(columns=METRIC_COLUMNS)  # a missing column is all NaN
     if coords is None:
-        coords = {**{k: config.get(k, {}).get("name") for k in ("dataset", "optimizer", "init")},
+        data = config.get("dataset", {})  # a generated stand-in keeps its label (dataset.synthetic.label)
+        coords = {**{k: config.get(k, {}).get("name") for k in ("optimizer", "init")},
+                  "dataset": (data.get("synthetic") or {}).get("label") or data.get("name"),
                   "dropout": config.get("model", {}).get("dropout"), "alpha": number(config.get("alpha")),
                   "phase": config.get("phase"), "seed": config.get("seed")}
     row = dict(coords, dropout=float(coords["dropout"]) if coords.get("dropout") is not None else math.nan,

@@ -52,6 +52,7 @@ from pathsgd.selection import DEFAULT_TOLERANCE, chosen_alpha, select_alphas
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("sweep", "select", "final", "aggregate", "plot")
 FINISHED = ("completed", "diverged")
+CLUSTER_LAUNCHERS = ("slurm",)  # configs/hydra/launcher/: their jobs run on other machines
 
 DEFAULTS: dict[str, Any] = {
     "plot": "curves", "results": "results", "raw": "outputs", "datasets": {},
@@ -442,8 +443,8 @@ def reproduce(exp: dict, steps: Sequence[str] = STEPS, python: str = sys.executa
     """Run ``steps`` of the pipeline for ``exp``; return the paths written."""
     t0 = time.perf_counter()
     exp = {**exp, "extra_overrides": list(extra)}  # they enter each run's name, as its config
-    if {"sweep", "final"} & set(steps):
-        check_device(exp)
+    if {"sweep", "final"} & set(steps) and (launcher or exp.get("launcher")) not in CLUSTER_LAUNCHERS:
+        check_device(exp)  # on a cluster, each job checks its own node (the driver may run where there is no GPU)
     out = results_dir(exp)
     out.mkdir(parents=True, exist_ok=True)
     sweep = plan_sweep(exp)

@@ -388,11 +388,17 @@ def test_killing_the_driver_ends_its_runs_as_interrupted(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no CUDA")
-def test_a_gpu_study_refuses_to_start_without_cuda_unless_told_cpu(tmp_path):
+def test_a_gpu_study_refuses_to_start_without_cuda_unless_told_cpu(tmp_path, monkeypatch):
     exp = rp.load_experiment(REPO / "experiments" / "fig2.yaml")
     with pytest.raises(rp.PipelineError, match="asks for device=cuda and CUDA is not available here"):
         rp.check_device(exp)
     rp.check_device({**exp, "extra_overrides": ["device=cpu"]})  # said: no error
+    # With a cluster launcher the driver, on a login node without a GPU, leaves the check to each job.
+    calls = []
+    monkeypatch.setattr(rp, "launch", lambda *a, **k: calls.append(a[1]) or [])
+    rp.reproduce({**exp, "results": str(tmp_path)}, steps=["sweep"], launcher="slurm")
+    assert calls and all("device=cuda" in mr.command(exp, "python", "slurm", [])
+                         and "hydra/launcher=slurm" in mr.command(exp, "python", "slurm", []) for mr in calls[0])
     for name in ("fig2_mnist", "fig2_fashion_mnist", "smoke/fig2"):  # the CPU studies ask for the CPU
         rp.check_device(rp.load_experiment(REPO / "experiments" / f"{name}.yaml"))
 
@@ -448,6 +454,18 @@ def test_a_wandb_study_publishes_its_figure_and_csvs(tmp_path, monkeypatch):
     rp.publish_to_wandb(exp, files)
     (run,) = (rp.raw_dir(exp) / "wandb").glob("offline-run-*")
     assert {"fig.png", "runs.csv"} <= {p.name for p in (run / "files").iterdir()}
+
+
+def test_collect_keeps_a_generated_stand_ins_label(tmp_path):
+    from pathsgd.collect import read_run
+
+    for label in ("cifar10", "svhn"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "summary.json").write_text(json.dumps({"status": "completed", "config": {
+            "dataset": {"name": "synthetic", "synthetic": {"label": label}}, "optimizer": {"name": "sgd"},
+            "init": {"name": "balanced"}, "model": {"hidden": [8], "dropout": 0.0}, "alpha": 1.0, "seed": 0}}))
+        (tmp_path / label / "metrics.csv").write_text("epoch,train_loss\n0,2.3\n")
+        assert set(read_run(tmp_path / label)["dataset"]) == {label}
 
 
 def test_collect_names_a_conv_nets_width_by_its_channels(tmp_path):
