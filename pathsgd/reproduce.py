@@ -32,6 +32,7 @@ import datetime
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -443,7 +444,13 @@ def reproduce(exp: dict, steps: Sequence[str] = STEPS, python: str = sys.executa
     """Run ``steps`` of the pipeline for ``exp``; return the paths written."""
     t0 = time.perf_counter()
     exp = {**exp, "extra_overrides": list(extra)}  # they enter each run's name, as its config
-    if {"sweep", "final"} & set(steps) and (launcher or exp.get("launcher")) not in CLUSTER_LAUNCHERS:
+    cluster = (launcher or exp.get("launcher")) in CLUSTER_LAUNCHERS
+    missing = [tool for tool in ("srun", "sbatch") if shutil.which(tool) is None] if cluster else []
+    if {"sweep", "final"} & set(steps) and missing:
+        raise PipelineError(f"{exp['name']}: the {launcher or exp.get('launcher')} launcher submits through Slurm, "
+                            f"and {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on PATH here: run "
+                            "the driver on the cluster's login node (--launcher local tries the jobs on this machine)")
+    if {"sweep", "final"} & set(steps) and not cluster:
         check_device(exp)  # on a cluster, each job checks its own node (the driver may run where there is no GPU)
     out = results_dir(exp)
     out.mkdir(parents=True, exist_ok=True)

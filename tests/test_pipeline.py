@@ -387,6 +387,17 @@ def test_killing_the_driver_ends_its_runs_as_interrupted(tmp_path):
     assert ps.stdout.strip() == "", "a runner of the killed driver is still training"
 
 
+def test_the_slurm_launcher_without_slurm_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sbatch
+    tiny_exp(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "pathsgd.reproduce", str(tmp_path / "tiny.yaml"), "--launcher", "slurm"],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "[reproduce] tiny: the slurm launcher submits through Slurm, and srun and sbatch are not on PATH here: run the "
+        "driver on the cluster's login node (--launcher local tries the jobs on this machine)"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no CUDA")
 def test_a_gpu_study_refuses_to_start_without_cuda_unless_told_cpu(tmp_path, monkeypatch):
     exp = rp.load_experiment(REPO / "experiments" / "fig2.yaml")
@@ -396,6 +407,7 @@ def test_a_gpu_study_refuses_to_start_without_cuda_unless_told_cpu(tmp_path, mon
     # With a cluster launcher the driver, on a login node without a GPU, leaves the check to each job.
     calls = []
     monkeypatch.setattr(rp, "launch", lambda *a, **k: calls.append(a[1]) or [])
+    monkeypatch.setattr(rp.shutil, "which", lambda tool: f"/usr/bin/{tool}")  # as on a login node
     rp.reproduce({**exp, "results": str(tmp_path)}, steps=["sweep"], launcher="slurm")
     assert calls and all("device=cuda" in mr.command(exp, "python", "slurm", [])
                          and "hydra/launcher=slurm" in mr.command(exp, "python", "slurm", []) for mr in calls[0])
