@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -83,9 +84,10 @@ class WandbSink:
                           f"(`wandb sync {dir}/wandb/offline-run-*` later)", stacklevel=2)
             self.run = wandb.init(mode="offline", **kwargs)
         self.run_id = self.run.id
+        self.run.define_metric("*", step_metric="epoch")  # the charts' x-axis is the epoch, not W&B's _step
 
     def log(self, row: Mapping[str, Any]) -> None:
-        values = {k: v for k, v in row.items() if k != "epoch" and v is not None}
+        values = {k: v for k, v in row.items() if v is not None}
         # W&B drops NaN/inf badly in some versions' charts; keep them, they mark a divergence.
         self.run.log(values, step=int(row["epoch"]))
 
@@ -99,8 +101,8 @@ class WandbSink:
         """Copy files (the run's metrics.csv, summary.json, a study's figures) into the W&B run, so that a synced
         run is complete without the run directory."""
         for path in map(Path, paths):
-            if path.is_file():
-                self.run.save(str(path), base_path=str(path.parent), policy="now")
+            if path.is_file():  # copied into the run's files/ (W&B's save would symlink, with a warning each)
+                shutil.copy2(path, Path(self.run.dir) / path.name)
 
     def finish(self, exit_code: int = 0) -> None:
         self.run.finish(exit_code=exit_code)

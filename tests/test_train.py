@@ -379,6 +379,15 @@ def _wandb_env(monkeypatch, tmp_path):
         monkeypatch.setenv(key, str(tmp_path / "wandb-home"))
 
 
+def test_wandb_logs_the_epoch_as_the_charts_x_axis():
+    from pathsgd import sinks
+
+    sink, calls = sinks.WandbSink.__new__(sinks.WandbSink), []
+    sink.run = SimpleNamespace(log=lambda values, step: calls.append((values, step)))
+    sink.log({"epoch": 3, "train_loss": 0.5, "val_error": None})
+    assert calls == [({"epoch": 3, "train_loss": 0.5}, 3)]
+
+
 def test_wandb_offline_run(tmp_path, monkeypatch):
     _wandb_env(monkeypatch, tmp_path)
     summary = train(make_cfg("logger=wandb", "optimizer=sgd", "alpha=1"), run_dir=tmp_path / "run")
@@ -389,6 +398,8 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     assert any(runs[0].glob("*.wandb"))
     saved = {p.name for p in (runs[0] / "files").iterdir()}
     assert {"metrics.csv", "summary.json"} <= saved, saved  # a synced run holds the run's records
+    # copies, not W&B's symlinks (each of which printed a "Symlinked 1 file" warning)
+    assert not any((runs[0] / "files" / name).is_symlink() for name in ("metrics.csv", "summary.json"))
 
     # wandb.finish() runs after an error too, and the failure is recorded
     import wandb
