@@ -101,8 +101,9 @@ class WandbSink:
         """Copy files (the run's metrics.csv, summary.json, a study's figures) into the W&B run, so that a synced
         run is complete without the run directory."""
         for path in map(Path, paths):
-            if path.is_file():  # copied into the run's files/ (W&B's save would symlink, with a warning each)
-                shutil.copy2(path, Path(self.run.dir) / path.name)
+            if path.is_file():  # copied into the run's files/ first: W&B's save would symlink, with a warning each
+                copy = shutil.copy2(path, Path(self.run.dir) / path.name)
+                self.run.save(str(copy), base_path=self.run.dir, policy="now")
 
     def finish(self, exit_code: int = 0) -> None:
         self.run.finish(exit_code=exit_code)
