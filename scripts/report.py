@@ -220,6 +220,9 @@ def targets(view: View, metric: str, optimizers=tuple(NAMES)) -> list[float]:
     start = float(rows.loc[rows["epoch"] == 0, metric].mean())
     later = rows[rows["epoch"] > 0]
     worst_best = float(later.groupby(["optimizer", "epoch"])[metric].mean().groupby(level=0).min().max())
+    if worst_best == 0:  # every optimizer reaches zero (training error): a log scale needs its smallest positive value
+        positive = later.loc[later[metric] > 0, metric]
+        worst_best = float(positive.min()) if len(positive) else math.nan
     if not (0 < worst_best < start):
         return [math.nan] * len(LEVELS)
     a, b = math.log10(start), math.log10(worst_best)
@@ -682,6 +685,8 @@ never a number inside an interval. *Holds*, *does not hold* or *inconclusive*, b
   {', '.join(f'{x:.0%}' for x in LEVELS)} of the way, on a log scale, from the initial value (epoch 0) to the
   worst optimizer's best value (the highest of the three minima of the mean curves), so that no method's own
   best defines the target it is judged by (unless it is the worst, and then only at 100%, which is not a level).
+  Where every mean curve reaches zero (training error), the smallest positive value of any run stands for zero,
+  which a log scale cannot reach.
   Per seed, the first epoch at which each run reaches the target (never, when it does not); Path-SGD against
   each opponent paired by seed: a cell is *faster* when Path-SGD wins in a majority of the seeds, *slower* when
   it loses in a majority. Holds if Path-SGD is faster than both opponents in a majority of the nine

@@ -140,6 +140,16 @@ def test_c3a_targets_are_not_set_by_the_judged_methods_best():
     assert all(worst_best < t < 0.85 for t in report.targets(view, "test_error"))
 
 
+def test_c3a_targets_exist_when_every_optimizer_reaches_zero_error():
+    """Training error reaches 0 for every optimizer: the smallest positive error stands for zero on the log scale."""
+    rows = cells({(o, "balanced"): dict(rate=r, floor=0.05) for o, r in (("pathsgd", 0.2), ("sgd", 0.5), ("adagrad", 0.5))})
+    for row in rows:
+        row["train_error"] = 0.0 if row["epoch"] >= 8 else 0.9 / (1 + row["epoch"]) ** 2
+    found = report.targets(view_of(rows), "train_error")
+    smallest = min(r["train_error"] for r in rows if r["train_error"] > 0)
+    assert all(smallest < t < 0.9 for t in found) and found == sorted(found, reverse=True), found
+
+
 def test_c1_holds_does_not_hold_and_inconclusive():
     def view(unbalanced):
         return view_of(cells({("sgd", "balanced"): dict(rate=0.3, floor=0.1), ("adagrad", "balanced"): dict(rate=0.3, floor=0.1),
