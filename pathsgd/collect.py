@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,8 @@ def read_run(path: Path, coords: Mapping[str, Any] | None = None) -> pd.DataFram
 
     ``coords`` (dataset, optimizer, init, dropout, alpha, phase, seed) default to the run's saved config. A run
     without ``metrics.csv`` gives one row with no epoch and status ``failed``; a run with metrics but no
-    readable ``summary.json`` (killed mid-way) is ``incomplete``.
+    readable ``summary.json`` (killed mid-way) is ``incomplete``; a finished run whose ``metrics.csv`` does not
+    hold every epoch that ``summary.json`` reports is ``inconsistent``, with a warning naming the file.
     """
     path = Path(path)
     info = read_summary(path)
@@ -66,6 +68,12 @@ def read_run(path: Path, coords: Mapping[str, Any] | None = None) -> pd.DataFram
     status = info.get("status") or ("incomplete" if (path / "metrics.csv").exists() else "failed")
     metrics = pd.read_csv(path / "metrics.csv") if (path / "metrics.csv").exists() else pd.DataFrame({"epoch": [math.nan]})
     metrics = metrics.reindex(columns=METRIC_COLUMNS)  # a missing column is all NaN
+    done = info.get("epochs_completed")
+    if status in ("completed", "diverged") and (not isinstance(done, int) or metrics["epoch"].tolist() != [*range(done + 1)]):
+        warnings.warn(f"{path / 'metrics.csv'} does not hold epochs 0..{info.get('epochs_completed')} that "
+                      f"{path / 'summary.json'} reports as {status}: the run counts as inconsistent (resume=true "
+                      "rebuilds metrics.csv from the checkpoint)", stacklevel=2)
+        status = "inconsistent"
     if coords is None:
         data = config.get("dataset", {})  # a generated stand-in keeps its label (dataset.synthetic.label)
         coords = {**{k: config.get(k, {}).get("name") for k in ("optimizer", "init")},

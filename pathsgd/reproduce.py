@@ -108,6 +108,13 @@ def load_experiment(path: str | os.PathLike) -> dict:
 
 
 def _validate(exp: dict) -> None:
+    known = {"": {*DEFAULTS, "name", "title", "stand_in", "file"}, **{k: set(DEFAULTS[k]) for k in MERGED_KEYS}}
+    for part, keys in known.items():
+        node = exp[part] if part else exp
+        unknown = sorted(set(node) - keys) if isinstance(node, dict) else []
+        if unknown:  # a misspelt key would otherwise be ignored and its default used
+            raise ValueError(f"{exp['file']}: unknown key {'.'.join(filter(None, (part, unknown[0])))!r}; the keys "
+                             f"{'of ' + part if part else 'of a study'} are {', '.join(sorted(keys - {'stand_in', 'file'}))}")
     if not exp.get("name"):
         raise ValueError(f"{exp['file']}: the experiment needs a name")
     if not exp["datasets"]:
@@ -533,7 +540,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     errors = []
     for file in args.experiments:
-        exp = load_experiment(file)
+        try:
+            exp = load_experiment(file)
+        except (OSError, ValueError, yaml.YAMLError) as err:  # the study file itself: one line, nothing run
+            text = " ".join(str(err).split())
+            print(f"error: {text if str(file) in text else f'{file}: {text}'}", file=sys.stderr)
+            sys.exit(2)
         try:
             reproduce(exp, args.steps, args.python, args.launcher, args.override, argv)
         except PipelineError as err:

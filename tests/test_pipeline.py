@@ -387,6 +387,23 @@ def test_killing_the_driver_ends_its_runs_as_interrupted(tmp_path):
     assert ps.stdout.strip() == "", "a runner of the killed driver is still training"
 
 
+@pytest.mark.parametrize("text, message", [
+    ("name: x\ndatasets: {a: [dataset=synthetic]}\noptimisers: [sgd]\n", "unknown key 'optimisers'; the keys of a study are"),
+    ("name: x\ndatasets: {a: [dataset=synthetic]}\nsweep: {alpha: [1]}\n", "unknown key 'sweep.alpha'; the keys of sweep are alphas,"),
+    ("name: x\ndatasets: [\n", "while parsing a flow node"),
+])
+def test_a_bad_study_file_is_one_line_and_nothing_runs(tmp_path, monkeypatch, capsys, text, message):
+    study = tmp_path / "study.yaml"
+    study.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(rp.signal, "signal", lambda *args: None)  # the driver's SIGTERM handler stays out of pytest
+    with pytest.raises(SystemExit) as exc:
+        rp.main([str(study)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and message in err and str(study) in err, err
+    assert not (tmp_path / "results").exists()
+
+
 def test_the_slurm_launcher_without_slurm_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sbatch
     tiny_exp(tmp_path)
@@ -468,12 +485,26 @@ def test_a_wandb_study_publishes_its_figure_and_csvs(tmp_path, monkeypatch):
     assert {"fig.png", "runs.csv"} <= {p.name for p in (run / "files").iterdir()}
 
 
+@pytest.mark.parametrize("damage", ["metrics.csv deleted", "metrics.csv cut short"])
+def test_a_finished_run_whose_records_disagree_is_inconsistent_not_completed(tmp_path, damage):
+    exp = small_exp(tmp_path, dropouts=[0.0], optimizers=["sgd"])
+    run = rp.plan_sweep(exp)[0].runs()[1]
+    path = fake_run(exp, run, [0.9, 0.5, 0.3])
+    if damage == "metrics.csv deleted":
+        (path / "metrics.csv").unlink()
+    else:
+        (path / "metrics.csv").write_text("\n".join((path / "metrics.csv").read_text().splitlines()[:2]) + "\n")
+    with pytest.warns(UserWarning, match=f"{path / 'metrics.csv'} does not hold epochs 0..2"):
+        table = rp.aggregate(exp, [run])
+    assert set(table.status) == {"inconsistent"} and not rp.run_finished(path, 2)
+
+
 def test_collect_keeps_a_generated_stand_ins_label(tmp_path):
     from pathsgd.collect import read_run
 
     for label in ("cifar10", "svhn"):
         (tmp_path / label).mkdir()
-        (tmp_path / label / "summary.json").write_text(json.dumps({"status": "completed", "config": {
+        (tmp_path / label / "summary.json").write_text(json.dumps({"status": "completed", "epochs_completed": 0, "config": {
             "dataset": {"name": "synthetic", "synthetic": {"label": label}}, "optimizer": {"name": "sgd"},
             "init": {"name": "balanced"}, "model": {"hidden": [8], "dropout": 0.0}, "alpha": 1.0, "seed": 0}}))
         (tmp_path / label / "metrics.csv").write_text("epoch,train_loss\n0,2.3\n")
@@ -483,7 +514,7 @@ def test_collect_keeps_a_generated_stand_ins_label(tmp_path):
 def test_collect_names_a_conv_nets_width_by_its_channels(tmp_path):
     from pathsgd.collect import read_run
 
-    (tmp_path / "summary.json").write_text(json.dumps({"status": "completed", "config": {
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "completed", "epochs_completed": 0, "config": {
         "dataset": {"name": "fashion_mnist"}, "optimizer": {"name": "sgd"}, "init": {"name": "balanced"},
         "model": {"arch": "convnet", "channels": 8, "hidden": [4000, 4000], "dropout": 0.0},
         "alpha": 2.0, "phase": "final", "seed": 0}}))

@@ -379,6 +379,28 @@ def _wandb_env(monkeypatch, tmp_path):
         monkeypatch.setenv(key, str(tmp_path / "wandb-home"))
 
 
+def test_each_refused_job_of_a_multirun_keeps_its_own_record(tmp_path, monkeypatch, capsys):
+    """Refused jobs (alpha=nan, alpha=inf) get a directory each (a config that cannot be named at all gets
+    ``invalid-config-<hash of its overrides>``), so no record overwrites another."""
+    monkeypatch.setattr(train_mod, "_FAILED_JOBS", [])
+    monkeypatch.setattr(sys, "argv", ["pathsgd-train", "--multirun", *TINY, "epochs=1", "alpha=nan,inf,1",
+                                      f"hydra.sweep.dir={tmp_path}"])
+    with pytest.raises(SystemExit) as exc:
+        train_mod.main()
+    assert exc.value.code == 2  # two jobs failed
+    refused = [d for d in (tmp_path / "synthetic").iterdir() if read_summary(d)["status"] == "failed"]
+    errors = sorted(read_summary(d)["error"] for d in refused)
+    assert len(refused) == 2 and errors == ["alpha=inf is not finite: alpha must be a finite real (step size 10^-alpha)",
+                                            "alpha=nan is not finite: alpha must be a finite real (step size 10^-alpha)"]
+    monkeypatch.setattr(sys, "argv", ["pathsgd-train", "--multirun", *TINY, "epochs=1", "model.dropout=abc,xyz",
+                                      f"hydra.sweep.dir={tmp_path / 'unnamed'}"])
+    with pytest.raises(SystemExit):
+        train_mod.main()
+    unnamed = sorted((tmp_path / "unnamed" / "synthetic").glob("invalid-config-*"))
+    assert len(unnamed) == 2 and {read_summary(d)["error"].split(" is ")[0] for d in unnamed} == {
+        "model.dropout='abc'", "model.dropout='xyz'"}
+
+
 def test_wandb_logs_the_epoch_as_the_charts_x_axis():
     from pathsgd import sinks
 
