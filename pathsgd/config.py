@@ -22,12 +22,12 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
+from pathsgd.data import SCALES
 from pathsgd.engine import resolve_device
 
 __all__ = ["ConfigError", "RunConfig", "RESUME_MAY_CHANGE", "resolve", "validate_config", "run_name", "as_dict",
            "flatten", "in_groups", "composition_error"]
 
-SCALES = ("unit", "standardize", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 CAPTURES = ("none", "graph", "compile")  # speed.capture; none (or null) is eager
 # Keys and values of earlier releases: the error for one names its new form.

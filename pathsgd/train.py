@@ -121,6 +121,7 @@ class _Run:
         self.wandb_id: str | None = None
         self.env = {"commit": source_commit(), "torch": torch.__version__, "cuda": torch.version.cuda,
                     "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+        self.label = "/".join(filter(None, (c["study"], run_name(c))))  # leads each epoch's log line
         # Say where it runs and where it writes: device=auto falls back to the CPU silently otherwise.
         log.info("%s on %s (%s) -> %s", run_name(c), device, self.env["device"], folder.path.resolve())
         self.t_start = time.perf_counter()
@@ -195,7 +196,7 @@ class _Run:
         self.folder.write_metrics(self.rows)
         if self.wandb is not None:
             self.wandb.log(self.rows[-1])
-        _log_row(self.rows[-1], self.c["epochs"], "/".join(filter(None, (self.c["study"], run_name(self.c)))))
+        _log_row(self.rows[-1], self.c["epochs"], self.label)
 
     def summary(self, error: str | None = None) -> dict[str, Any]:
         """What ``summary.json`` holds."""
