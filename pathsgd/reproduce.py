@@ -401,13 +401,36 @@ def launch(exp: dict, multiruns: Sequence[Multirun], python: str, launcher: str 
 
 
 def aggregate(exp: dict, runs: Iterable[Run]) -> pd.DataFrame:
-    """The planned runs' tidy rows (through pathsgd.collect, with the study's own labels as coordinates)."""
+    """The planned runs' tidy rows (through pathsgd.collect, with the study's own labels as coordinates), up to
+    the epochs the study asks of each phase: a run trained longer before (the study file changed) holds them
+    exactly, as an epoch does not depend on how many follow it."""
     runs = list(runs)
     dirs = run_dirs(exp, runs)
     never = raw_dir(exp) / "never-started"  # no records there: the run's row says failed
-    return tidy(read_run(dirs[run] or never, dict(dataset=run.dataset, optimizer=run.optimizer, init=run.init,
+
+    def rows(run: Run) -> pd.DataFrame:
+        table = read_run(dirs[run] or never, dict(dataset=run.dataset, optimizer=run.optimizer, init=run.init,
                                                   dropout=run.dropout, alpha=run.alpha, phase=run.phase, seed=run.seed))
-                for run in runs)
+        later = table["epoch"] > int(exp[run.phase]["epochs"])
+        if later.any() and table["status"].isin(FINISHED).all():  # finished beyond them: the asked epochs completed
+            table = table[~later].assign(status="completed")
+        return table
+
+    return tidy(rows(run) for run in runs)
+
+
+def check_selection(exp: dict, selection: pd.DataFrame, path: Path) -> None:
+    """A selection made on another alpha grid than the study's (the study file changed since) is refused."""
+    check, _ = per_init_check(exp)
+    for row in selection.itertuples():
+        if pd.isna(row.grid):  # a cell without sweep runs
+            continue
+        role = getattr(row, "role", "main")
+        want = {float(a) for a in (check["alphas"] if role == "per_init_check" and check else exp["sweep"]["alphas"])}
+        if {float(a) for a in str(row.grid).split()} != want:
+            raise PipelineError(f"{path} chose {row.optimizer}'s alpha on the grid {row.grid}, and the study now "
+                                f"sweeps {' '.join(map(str, sorted(want)))}: run its select step again "
+                                "(--steps sweep select final aggregate plot)")
 
 
 def read_selection(path: Path) -> pd.DataFrame:
@@ -484,7 +507,9 @@ def reproduce(exp: dict, steps: Sequence[str] = STEPS, python: str = sys.executa
 
     final: list[Multirun] = []
     if paths["selection"].exists():
-        final, skipped = plan_final(exp, read_selection(paths["selection"]))
+        selection = read_selection(paths["selection"])
+        check_selection(exp, selection, paths["selection"])
+        final, skipped = plan_final(exp, selection)
         for cell in skipped if "final" in steps else ():
             say(exp, f"no usable alpha, no final run: {cell}")
     if "final" in steps:

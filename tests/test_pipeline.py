@@ -191,6 +191,25 @@ def fake_run(exp, run, errors, status="completed", hidden=(16, 16), epochs=None,
     return path
 
 
+def test_an_edited_study_neither_reuses_stale_rows_nor_a_stale_selection(tmp_path):
+    """sweep.epochs 2 -> 1: the runs hold epoch 1 exactly, so the table keeps epochs 0..1 of them; a changed alpha
+    grid makes the old selection.csv refuse to pick the final alphas."""
+    exp = small_exp(tmp_path, dropouts=[0.0], optimizers=["sgd"])
+    runs = rp.plan_sweep(exp)[0].runs()
+    fake_run(exp, runs[1], [0.9, 0.5, 0.3])
+    fake_run(exp, runs[2], [0.9, 0.4, float("nan")], status="diverged")
+    shorter = small_exp(tmp_path, dropouts=[0.0], optimizers=["sgd"], sweep={"alphas": [-6, 1, 2], "epochs": 1})
+    table = rp.aggregate(shorter, runs[1:3])
+    assert table.epoch.tolist() == [0, 1, 0, 1] and set(table.status) == {"completed"}
+    select_alphas(rp.aggregate(exp, runs)).to_csv(tmp_path / "selection.csv", index=False)
+    selection = rp.read_selection(tmp_path / "selection.csv")
+    rp.check_selection(exp, selection, tmp_path / "selection.csv")  # the same grid: no error
+    regridded = small_exp(tmp_path, dropouts=[0.0], optimizers=["sgd"], sweep={"alphas": [1, 2, 3], "epochs": 2})
+    with pytest.raises(rp.PipelineError, match=r"alpha on the grid -6 1 2, and the study now sweeps 1.0 2.0 3.0: run "
+                                                r"its select step again"):
+        rp.check_selection(regridded, selection, tmp_path / "selection.csv")
+
+
 def test_progress_says_runs_done_elapsed_and_time_left_prefixed_with_the_study(tmp_path, capsys):
     exp = small_exp(tmp_path, dropouts=[0.0], optimizers=["sgd"])
     multiruns = rp.plan_sweep(exp)
