@@ -21,8 +21,9 @@ synthetic       nothing: generated in memory from its options, see :func:`pathsg
 
 The first load of a split converts it once to ``<root>/pathsgd_cache/<name>_<split>.pt`` (raw uint8
 pixels ``[N, D]`` and int64 labels ``[N]``); later loads read only that file, so the raw files may then
-be removed. Delete the cache directory to rebuild it (e.g. after replacing the raw files); an unreadable
-cache file is rebuilt with a warning. Cache and unpacked files get the usual mode (0666 less the umask).
+be removed. Delete the cache directory to rebuild it (e.g. after replacing the raw files); a cache file
+that is unreadable, or not what the dataset must be (image width, label range, the checksum recorded when it
+was built), is rebuilt with a warning. Cache and unpacked files get the usual mode (0666 less the umask).
 
 Every file is verified before it is parsed; a bad one raises :class:`DataFileError` naming the file, what
 is wrong and the remedy. CIFAR-10/100 and SVHN files must have the MD5s of torchvision's lists, and CIFAR's
@@ -78,8 +79,9 @@ SCALES = ("unit", "standardize", "none")
 
 CACHE_DIR = "pathsgd_cache"
 # Bumped whenever the cached tensors' meaning changes, so stale caches are rebuilt rather than misread.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: with the checksum of its contents
 
+_FEATURES = {"mnist": 784, "fashion_mnist": 784, "cifar10": 3072, "cifar100": 3072, "svhn": 3072}  # per image
 _NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10}
 
 _REMEDY = "delete it and let torchvision download it again (data.download=true), or put the original file there"
@@ -405,8 +407,13 @@ def _cache_path(name: str, root: Path, split: str) -> Path:
     return root / CACHE_DIR / f"{name}_{split}.pt"
 
 
-def _read_cache(path: Path) -> tuple[Tensor, Tensor] | None:
-    """The cached split, or None when there is none or it is stale; an unreadable one is warned about."""
+def _digest(x: Tensor, y: Tensor) -> str:
+    return hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()
+
+
+def _read_cache(name: str, path: Path) -> tuple[Tensor, Tensor] | None:
+    """The cached split, or None when there is none or it is stale; one that is not what the dataset must be
+    (pixels of its width, labels in its range, the checksum recorded when it was built) is warned about."""
     if not path.is_file():
         return None
     try:
@@ -414,20 +421,26 @@ def _read_cache(path: Path) -> tuple[Tensor, Tensor] | None:
         if blob.get("version") != _CACHE_VERSION:
             return None
         x, y = blob["x"], blob["y"]
-        if x.dtype != torch.uint8 or x.ndim != 2 or y.dtype != torch.int64 or y.shape != (len(x),):
-            raise ValueError(f"x {x.dtype} {list(x.shape)}, y {y.dtype} {list(y.shape)}")
+        if x.dtype != torch.uint8 or x.shape[1:] != (_FEATURES[name],) or y.dtype != torch.int64 or y.shape != (len(x),):
+            raise ValueError(f"x {x.dtype} {list(x.shape)}, y {y.dtype} {list(y.shape)}; {name} has uint8 [N, "
+                             f"{_FEATURES[name]}] and int64 [N]")
+        if len(y) and not 0 <= int(y.min()) <= int(y.max()) < _NUM_CLASSES[name]:
+            raise ValueError(f"labels {int(y.min())}..{int(y.max())}, outside 0..{_NUM_CLASSES[name] - 1}")
+        if blob.get("sha256") != _digest(x, y):
+            raise ValueError("its contents differ from the checksum recorded when it was built")
         return x, y
-    except Exception as err:  # truncated, garbage, or not our dict: all mean rebuild
+    except Exception as err:  # truncated, garbage, tampered or not our dict: all mean rebuild
         warnings.warn(f"cache file {path} is corrupt ({_short(err)}); rebuilding it from the raw files")
         return None
 
 
 def _write_cache(path: Path, x: Tensor, y: Tensor) -> None:
-    atomic_write(path, lambda tmp: torch.save({"version": _CACHE_VERSION, "x": x, "y": y}, tmp))
+    blob = {"version": _CACHE_VERSION, "x": x, "y": y, "sha256": _digest(x, y)}
+    atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
 def _cached_splits(name: str, root: Path, download: bool, verify: bool) -> dict[str, tuple[Tensor, Tensor]]:
-    splits = {split: _read_cache(_cache_path(name, root, split)) for split in ("train", "test")}
+    splits = {split: _read_cache(name, _cache_path(name, root, split)) for split in ("train", "test")}
     missing = [split for split, cached in splits.items() if cached is None]
     if not missing:
         return splits

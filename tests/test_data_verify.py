@@ -18,6 +18,7 @@ import pytest
 import torch
 from torchvision import datasets
 
+from pathsgd import data
 from pathsgd.data import DataFileError, DatasetNotFoundError, load_splits
 from tests.fakedata import evil_object, fake_pixels, write_fake_dataset
 
@@ -165,17 +166,27 @@ def test_svhn_label_out_of_range(tmp_path):
     assert _cache_files(tmp_path) == []
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "not our dict"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "not our dict", "cut to 100 features", "a label of 999",
+                                    "pixels edited"])
 def test_corrupt_cache_is_rebuilt_with_a_warning(tmp_path, damage):
+    """A damaged or tampered cache (valid torch format too) is rebuilt from the raw files, never trained on."""
     _write("cifar100", tmp_path)
     first = _load("cifar100", tmp_path)
     cache = tmp_path / "pathsgd_cache" / "cifar100_train.pt"
+    blob = torch.load(cache, weights_only=True)
+    x, y = blob["x"].clone(), blob["y"].clone()
     if damage == "truncated":
         cache.write_bytes(cache.read_bytes()[:5000])
     elif damage == "garbage":
         cache.write_bytes(os.urandom(3000))
+    elif damage == "not our dict":
+        torch.save({**blob, "x": torch.zeros(3, dtype=torch.float32), "y": torch.zeros(3)}, cache)
+    elif damage in ("cut to 100 features", "a label of 999"):  # with a checksum made to match
+        x, y = (x[:, :100].contiguous(), y) if damage == "cut to 100 features" else (x, y.index_fill(0, torch.tensor([0]), 999))
+        torch.save({**blob, "x": x, "y": y, "sha256": data._digest(x, y)}, cache)
     else:
-        torch.save({"version": 1, "x": torch.zeros(3, dtype=torch.float32), "y": torch.zeros(3)}, cache)
+        x[0, 0] ^= 1
+        torch.save({**blob, "x": x}, cache)
     with pytest.warns(UserWarning, match=rf"cache file {cache} is corrupt .*rebuilding it from the raw files"):
         second = _load("cifar100", tmp_path)
     assert torch.equal(first.train_x, second.train_x) and torch.equal(first.train_y, second.train_y)
