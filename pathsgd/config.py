@@ -135,6 +135,8 @@ def validate_config(c: Mapping[str, Any]) -> None:
                               ("checkpoint_every", c["checkpoint_every"], 1), ("seed", c["seed"], 0),
                               ("data.split_seed", data["split_seed"], 0), ("data.validation", data["validation"], 0)):
         _require(value >= least, key, value, f"is out of range: {key} must be an integer >= {least}")
+    for key, value in (("seed", c["seed"]), ("data.split_seed", data["split_seed"])):  # torch's generators take 64 bits
+        _require(value < 2**63, key, value, f"is out of range: {key} must be below 2^63")
     _choice("init.name", c["init"].get("name"), ("balanced", "unbalanced"))
     _choice("logger.name", logger.get("name"), ("csv", "wandb"))
     if logger["name"] == "wandb":

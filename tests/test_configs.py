@@ -116,6 +116,7 @@ def test_data_root_and_wandb_mode_follow_the_environment(monkeypatch):
         ("data.validation=-1", r"data.validation=-1 is out of range: data.validation must be an integer >= 0"),
         ("data.scale=zscore", r"data.scale='zscore' is unknown: choose one of unit, standardize, none"),
         ("seed=-3", r"seed=-3 is out of range"),
+        ("seed=99999999999999999999", r"^seed=99999999999999999999 is out of range: seed must be below 2\^63$"),
         ("speed.capture=cudagraph", r"speed.capture='cudagraph' is unknown: choose one of none, graph, compile"),
     ],
 )
