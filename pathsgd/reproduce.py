@@ -46,7 +46,7 @@ import pandas as pd
 import yaml
 
 from pathsgd.collect import number, read_run, read_summary, tidy
-from pathsgd.config import RESUME_MAY_CHANGE, in_groups
+from pathsgd.config import RESUME_MAY_CHANGE, WANDB_MODES, in_groups
 from pathsgd.rundir import source_commit
 from pathsgd.selection import DEFAULT_TOLERANCE, chosen_alpha, select_alphas
 
@@ -474,6 +474,9 @@ def reproduce(exp: dict, steps: Sequence[str] = STEPS, python: str = sys.executa
     """Run ``steps`` of the pipeline for ``exp``; return the paths written."""
     t0 = time.perf_counter()
     exp = {**exp, "extra_overrides": list(extra)}  # they enter each run's name, as its config
+    wandb_mode = os.environ.get("WANDB_MODE", "offline")
+    if "logger=wandb" in [*exp["overrides"], *extra] and wandb_mode not in WANDB_MODES:  # before any run, not after
+        raise PipelineError(f"{exp['name']}: WANDB_MODE={wandb_mode!r} is unknown: choose one of {', '.join(WANDB_MODES)}")
     cluster = (launcher or exp.get("launcher")) in CLUSTER_LAUNCHERS
     missing = [tool for tool in ("srun", "sbatch") if shutil.which(tool) is None] if cluster else []
     if {"sweep", "final"} & set(steps) and missing:

@@ -490,6 +490,13 @@ def test_stand_in_rows_are_labelled_and_the_alpha_axis_spans_the_usable_grid(tmp
     assert alpha_ax.get_xlim()[0] > -1 and any("off axis: alpha = -30" in t for t in texts)
 
 
+def test_an_unknown_wandb_mode_stops_a_wandb_study_before_any_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    monkeypatch.setattr(rp, "launch", lambda *a, **k: pytest.fail("a run was launched"))
+    with pytest.raises(rp.PipelineError, match="WANDB_MODE='bogus' is unknown: choose one of offline, online, disabled"):
+        rp.reproduce(small_exp(tmp_path, overrides=["logger=wandb"]))
+
+
 def test_a_wandb_study_publishes_its_figure_and_csvs(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
