@@ -115,6 +115,9 @@ class DataFileError(RuntimeError):
 
 
 def _bad_file(path, problem: str, remedy: str = _REMEDY) -> DataFileError:
+    gz = Path(f"{path}.gz")
+    if remedy == _REMEDY and gz.is_file():  # deleting the unpacked file alone would unpack the same bytes again
+        remedy = f"replace {gz}, from which it was unpacked, with the original and delete {path}"
     return DataFileError(f"{path}: {problem}. Remedy: {remedy}")
 
 

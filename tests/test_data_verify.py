@@ -145,6 +145,19 @@ def test_bad_mnist_files_one_clear_error_and_no_cache(tmp_path, case, file, text
     assert _cache_files(tmp_path) == ["fashion_mnist_test.pt", "fashion_mnist_train.pt"]
 
 
+def test_a_bad_unpacked_file_of_a_gz_names_the_gz_as_the_remedy(tmp_path):
+    """Deleting the unpacked file alone would unpack the same bad bytes again: the remedy is the .gz."""
+    folder = _write("fashion_mnist", tmp_path, gzip=True)
+    _load("fashion_mnist", tmp_path)  # unpacks each .gz next to it
+    path = folder / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    for cache in (tmp_path / "pathsgd_cache").iterdir():
+        cache.unlink()
+    with pytest.raises(DataFileError) as info:
+        _load("fashion_mnist", tmp_path)
+    assert f"Remedy: replace {path}.gz, from which it was unpacked, with the original and delete {path}" in str(info.value)
+
+
 def test_mnist_counts_are_checked_outside_fixtures(tmp_path, monkeypatch):
     folder = _write("mnist", tmp_path, gzip=False)
     with pytest.raises(DataFileError) as info:
