@@ -31,6 +31,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -117,6 +118,8 @@ def _validate(exp: dict) -> None:
                              f"{'of ' + part if part else 'of a study'} are {', '.join(sorted(keys - {'stand_in', 'file'}))}")
     if not exp.get("name"):
         raise ValueError(f"{exp['file']}: the experiment needs a name")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(exp["name"])):  # it names folders and a runner override
+        raise ValueError(f"{exp['file']}: name={exp['name']!r} must be letters, digits, '_', '.' or '-' (ASCII)")
     if not exp["datasets"]:
         raise ValueError(f"{exp['file']}: no datasets")
     for label, overrides in exp["datasets"].items():
@@ -435,7 +438,16 @@ def check_selection(exp: dict, selection: pd.DataFrame, path: Path) -> None:
 
 def read_selection(path: Path) -> pd.DataFrame:
     """``selection.csv`` with its alpha lists (grid, diverged, failed) kept as text."""
-    return pd.read_csv(path, dtype={"grid": str, "diverged": str, "failed": str, "init": str})
+    try:
+        table = pd.read_csv(path, dtype={"grid": str, "diverged": str, "failed": str, "init": str})
+        missing = {"dataset", "optimizer", "dropout", "init", "alpha", "grid"} - set(table.columns)
+    except (OSError, ValueError) as err:  # pandas' parser errors are ValueErrors
+        raise PipelineError(f"{path} cannot be read ({' '.join(str(err).split())[:120]}): run the select step "
+                            "again (--steps select final aggregate plot)") from None
+    if missing:
+        raise PipelineError(f"{path} is not a selection (no {', '.join(sorted(missing))}): run the select step again "
+                            "(--steps select final aggregate plot)")
+    return table
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -517,7 +529,7 @@ def reproduce(exp: dict, steps: Sequence[str] = STEPS, python: str = sys.executa
             say(exp, f"no usable alpha, no final run: {cell}")
     if "final" in steps:
         if not paths["selection"].exists():
-            raise FileNotFoundError(f"{paths['selection']} is missing: run the select step first")
+            raise PipelineError(f"{paths['selection']} is missing: run the select step first (--steps select final)")
         failures += launch(exp, final, python, launcher, extra)
 
     if "aggregate" in steps:

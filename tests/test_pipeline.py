@@ -490,6 +490,23 @@ def test_stand_in_rows_are_labelled_and_the_alpha_axis_spans_the_usable_grid(tmp
     assert alpha_ax.get_xlim()[0] > -1 and any("off axis: alpha = -30" in t for t in texts)
 
 
+@pytest.mark.parametrize("selection", [None, "garbage \x00\x01 ,,\n\"", "a,b\n1,2\n"])
+def test_final_runs_without_a_usable_selection_are_one_line(tmp_path, monkeypatch, selection):
+    exp = small_exp(tmp_path)
+    if selection is not None:
+        (rp.results_dir(exp)).mkdir(parents=True)
+        (rp.results_dir(exp) / "selection.csv").write_text(selection)
+    monkeypatch.setattr(rp, "launch", lambda *a, **k: pytest.fail("a run was launched"))
+    with pytest.raises(rp.PipelineError, match=r"selection.csv (is missing|cannot be read|is not a selection).*run the "
+                                                r"select step"):
+        rp.reproduce(exp, steps=["final"])
+
+
+def test_a_study_name_must_be_a_folder_name(tmp_path):
+    with pytest.raises(ValueError, match=r"name='étude 1' must be letters, digits"):
+        small_exp(tmp_path, name="étude 1")
+
+
 def test_an_unknown_wandb_mode_stops_a_wandb_study_before_any_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "bogus")
     monkeypatch.setattr(rp, "launch", lambda *a, **k: pytest.fail("a run was launched"))
