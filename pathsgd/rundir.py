@@ -35,7 +35,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 log = logging.getLogger("pathsgd.train")
 
 # Whether an epoch's records are being written, and a signal held back until they are.
-_PENDING_SIGNAL: dict[str, Any] = {"writing": False, "signum": None}
+_PENDING_SIGNAL: dict[str, Any] = {"writing": False, "signum": None, "stopping": False}
 
 
 class RunDir:
@@ -106,6 +106,7 @@ class RunDir:
             _PENDING_SIGNAL["writing"] = False
         if _PENDING_SIGNAL["signum"] is not None:
             signum, _PENDING_SIGNAL["signum"] = _PENDING_SIGNAL["signum"], None
+            _PENDING_SIGNAL["stopping"] = True
             raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -118,17 +119,22 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum, frame):
+        if _PENDING_SIGNAL["stopping"]:
+            return  # a second signal (a process group signalled, Ctrl-C twice): the records are being finished
         if _PENDING_SIGNAL["writing"]:
             _PENDING_SIGNAL["signum"] = signum
         else:
+            _PENDING_SIGNAL["stopping"] = True
             raise KeyboardInterrupt(f"signal {signum}")
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _PENDING_SIGNAL["stopping"] = False
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _PENDING_SIGNAL["stopping"] = False
 
 
 def _lock(run_dir: Path):

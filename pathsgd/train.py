@@ -413,8 +413,9 @@ def _hydra_main(cfg: DictConfig) -> None:
         # In a sweep, one bad job is recorded and the others run; the exit status counts the failures.
         run_dir = _default_run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "summary.json", {"status": "failed", "error": str(err), "epochs_completed": 0,
-                                                     "overrides": list(HydraConfig.get().overrides.task)})
+        if not (run_dir / "summary.json").exists():  # never over another run's records (one that holds the lock)
+            atomic_write_json(run_dir / "summary.json", {"status": "failed", "error": str(err), "epochs_completed": 0,
+                                                         "overrides": list(HydraConfig.get().overrides.task)})
         _FAILED_JOBS.append(f"{run_dir}: {err}")
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the records say interrupted, at their last epoch
         print(f"interrupted ({err or 'SIGINT'}); resume=true continues the run", file=sys.stderr)

@@ -137,6 +137,7 @@ def test_bad_values_name_the_key_the_value_and_the_choices(override, message):
                                r"group: model=mlp or model=convnet$"),
         ("dataset=foo", r"Could not find 'dataset/foo' Available options in 'dataset': cifar10 cifar100"),
         ("alpha=null", r"field 'alpha' is not Optional; leave alpha out for the optimizer's default_alpha$"),
+        ("+lr=0.01", r"Key 'lr' not in 'RunConfig'"),  # Hydra's own suggestion for a new key: still refused
         ("model.channels=8", r"Key 'channels' is not in struct; a key of model=convnet"),
     ],
 )

@@ -401,6 +401,22 @@ def test_each_refused_job_of_a_multirun_keeps_its_own_record(tmp_path, monkeypat
         "model.dropout='abc'", "model.dropout='xyz'"}
 
 
+def test_a_job_refused_for_a_busy_directory_leaves_the_running_runs_records(tmp_path, monkeypatch, capsys):
+    import fcntl
+
+    monkeypatch.setattr(train_mod, "_FAILED_JOBS", [])
+    args = [*TINY, "epochs=1", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=a"]
+    monkeypatch.setattr(sys, "argv", ["pathsgd-train", "--multirun", *args])
+    train_mod.main()  # run A
+    before = (tmp_path / "a" / "summary.json").read_text()
+    with open(tmp_path / "a" / ".lock", "a+") as held:  # A is training now
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SystemExit):
+            train_mod.main()  # an identical multirun B, refused
+    assert "is in use" in capsys.readouterr().err
+    assert (tmp_path / "a" / "summary.json").read_text() == before
+
+
 def test_wandb_logs_the_epoch_as_the_charts_x_axis():
     from pathsgd import sinks
 
@@ -560,8 +576,8 @@ def test_a_signal_while_an_epoch_is_recorded_waits_until_every_record_holds_it()
     import signal
 
     written = []
-    with rundir._sigterm_as_interrupt():
-        for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with rundir._sigterm_as_interrupt():
             with pytest.raises(KeyboardInterrupt, match=f"signal {int(signum)}"):
                 with rundir.RunDir.writing_whole():
                     written.append("checkpoint")
@@ -572,6 +588,30 @@ def test_a_signal_while_an_epoch_is_recorded_waits_until_every_record_holds_it()
         os.kill(os.getpid(), signal.SIGTERM)
         written.append("never")
     assert written[-1] == "summary"
+
+
+def test_a_second_signal_while_the_run_stops_still_leaves_it_interrupted(tmp_path, monkeypatch):
+    """A scheduler that signals the whole process group, or Ctrl-C twice: the second signal arrives while the
+    records of the first are written; they are written all the same."""
+    import signal
+
+    real_epoch, real_write = train_mod.train_epoch, rundir.atomic_write_json
+
+    def epoch_then_signal(*args, **kwargs):
+        out = real_epoch(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    def write(path, record):
+        if record.get("status") == "interrupted":
+            os.kill(os.getpid(), signal.SIGTERM)  # the second signal, mid-way through the first one's records
+        real_write(path, record)
+
+    monkeypatch.setattr(train_mod, "train_epoch", epoch_then_signal)
+    monkeypatch.setattr(rundir, "atomic_write_json", write)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_cfg("epochs=3"), run_dir=tmp_path)
+    assert read_summary(tmp_path)["status"] == "interrupted"
 
 
 def test_a_failed_checkpoint_write_leaves_the_records_in_agreement(tmp_path, monkeypatch):
