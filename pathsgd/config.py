@@ -40,8 +40,8 @@ RENAMED = {"'model.arch'": "the model is a config group: model=mlp or model=conv
 # ``data.verify``: whether the files were checked, not what they hold.
 # ``speed.capture``: how the step runs, not what it computes (a change is logged). ``speed.tf32`` and
 # ``speed.eval_tf32`` change the numbers' rounding, so a run keeps them: one run's epochs are all float32 or all TF32.
-RESUME_MAY_CHANGE = ("resume", "epochs", "device", "phase", "study", "checkpoint_every", "logger", "data.root",
-                      "data.download", "data.verify", "speed.capture")
+RESUME_MAY_CHANGE = ("resume", "overwrite", "epochs", "device", "phase", "study", "checkpoint_every", "logger",
+                      "data.root", "data.download", "data.verify", "speed.capture")
 # Config keys that do not change what a run computes: left out of its name (alpha is resolved; epochs may grow).
 _NOT_IN_THE_NAME = RESUME_MAY_CHANGE + ("optimizer.default_alpha",)
 
@@ -80,6 +80,7 @@ class RunConfig:
     batch_size: int = 100
     device: str = "auto"
     resume: bool = False
+    overwrite: bool = False  # true: a run directory that holds a run is started afresh (resume=false only)
     checkpoint_every: int = 1
     phase: str = "single"
     study: Optional[str] = None

@@ -56,8 +56,11 @@ class RunDir:
         """The checkpoint to continue from when ``resume=true`` asks for one and there is one, checked against
         the config ``c``; None for a fresh start. Says what happens either way."""
         if not c["resume"]:
+            if self.checkpoint_path.is_file() and not c["overwrite"]:  # a finished run is a result: kept unless told
+                raise ConfigError(f"{self.path} already holds a run: resume=true continues it (or extends it with more "
+                                  "epochs), overwrite=true starts afresh over it")
             if self.checkpoint_path.is_file():
-                log.warning("%s already holds a run; starting afresh over it (resume=true would continue it)", self.path)
+                log.warning("%s already holds a run; starting afresh over it (overwrite=true)", self.path)
             return None
         if not self.checkpoint_path.is_file():
             log.info("no checkpoint in %s yet: a fresh start", self.path)  # what resume=true in a sweep expects
@@ -68,8 +71,8 @@ class RunDir:
         except Exception as err:  # noqa: BLE001 - truncated, garbage, or not ours: one line, never weights_only=False
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(f"{self.checkpoint_path} cannot be resumed: it is truncated, corrupt or not a checkpoint "
-                              f"of this runner ({reason[:120]}). Move it away and run again with resume=false to start "
-                              "afresh, or restore the file from a copy.") from None
+                              f"of this runner ({reason[:120]}). Run again with overwrite=true to start afresh "
+                              "over it, or restore the file from a copy.") from None
         self._check_resumable(state["config"], c)
         return state
 

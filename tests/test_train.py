@@ -213,6 +213,15 @@ def test_resume_of_a_completed_run_only_reports(tmp_path, monkeypatch, caplog):
     assert "already completed" in caplog.text
 
 
+def test_a_repeated_command_keeps_the_finished_run(tmp_path):
+    train(make_cfg("epochs=1"), run_dir=tmp_path)
+    before = (tmp_path / "metrics.csv").read_text()
+    with pytest.raises(ConfigError, match="already holds a run: resume=true continues it .*overwrite=true starts afresh"):
+        train(make_cfg("epochs=1"), run_dir=tmp_path)
+    assert (tmp_path / "metrics.csv").read_text() == before
+    assert train(make_cfg("epochs=1", "overwrite=true"), run_dir=tmp_path)["status"] == "completed"
+
+
 def test_resume_without_a_checkpoint_starts_afresh(tmp_path, caplog):
     """A fresh start is what a sweep's resume=true expects the first time: said at INFO, not as a warning; the run
     also says where it runs and writes, and each epoch's line how much training is left."""
@@ -500,6 +509,7 @@ def test_cli_default_run_dir_is_deterministic_and_resumable(tmp_path):
         (("data.root=null",), "data.root=null: field 'data.root' is not Optional"),
         (("model.hidden=[0,5]",), "model=pathsgd.MLP (model.*): hidden=[0, 5] is invalid"),
         (("model.arch=convnet",), "Key 'arch' is not in struct; the model is a config group: model=mlp or model=convnet"),
+        (("+lr=0.01",), "Key 'lr' not in 'RunConfig'"),
     ],
 )
 def test_cli_bad_values_exit_nonzero_with_a_message(tmp_path, monkeypatch, capsys, args, message):
@@ -702,7 +712,7 @@ def test_a_corrupt_checkpoint_is_one_clear_line(tmp_path, damage):
     with pytest.raises(ConfigError) as exc:
         train(make_cfg("epochs=2", "resume=true"), run_dir=tmp_path)
     message = str(exc.value)
-    assert str(ckpt) in message and "cannot be resumed" in message and "resume=false" in message
+    assert str(ckpt) in message and "cannot be resumed" in message and "overwrite=true" in message
     assert "weights_only=False" not in message and "\n" not in message
 
 
