@@ -295,6 +295,18 @@ def plan_final(exp: dict, selection: pd.DataFrame) -> tuple[list[Multirun], list
     return multiruns, skipped
 
 
+def check_launch(exp: dict, launcher: str | None) -> None:
+    """Before the first run: a cluster launcher needs Slurm's tools here, and then each job checks its own node's
+    device (the driver may run on a login node without a GPU); any other launcher trains here (:func:`check_device`)."""
+    if launcher not in CLUSTER_LAUNCHERS:
+        return check_device(exp)
+    missing = [tool for tool in ("srun", "sbatch") if shutil.which(tool) is None]
+    if missing:
+        raise PipelineError(f"{exp['name']}: the {launcher} launcher submits through Slurm, and {' and '.join(missing)} "
+                            f"{'is' if len(missing) == 1 else 'are'} not on PATH here: run the driver on the cluster's "
+                            "login node (--launcher local tries the jobs on this machine)")
+
+
 def check_device(exp: dict) -> None:
     """A study that asks for CUDA (``device=cuda`` among its overrides) refuses to start where there is none,
     rather than training the paper's 2 x 4000 network on a CPU for days; ``device=cpu`` (e.g. OVERRIDES) says so."""
@@ -489,14 +501,8 @@ def reproduce(exp: dict, steps: Sequence[str] = STEPS, python: str = sys.executa
     wandb_mode = os.environ.get("WANDB_MODE", "offline")
     if "logger=wandb" in [*exp["overrides"], *extra] and wandb_mode not in WANDB_MODES:  # before any run, not after
         raise PipelineError(f"{exp['name']}: WANDB_MODE={wandb_mode!r} is unknown: choose one of {', '.join(WANDB_MODES)}")
-    cluster = (launcher or exp.get("launcher")) in CLUSTER_LAUNCHERS
-    missing = [tool for tool in ("srun", "sbatch") if shutil.which(tool) is None] if cluster else []
-    if {"sweep", "final"} & set(steps) and missing:
-        raise PipelineError(f"{exp['name']}: the {launcher or exp.get('launcher')} launcher submits through Slurm, "
-                            f"and {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on PATH here: run "
-                            "the driver on the cluster's login node (--launcher local tries the jobs on this machine)")
-    if {"sweep", "final"} & set(steps) and not cluster:
-        check_device(exp)  # on a cluster, each job checks its own node (the driver may run where there is no GPU)
+    if {"sweep", "final"} & set(steps):
+        check_launch(exp, launcher or exp.get("launcher"))
     out = results_dir(exp)
     out.mkdir(parents=True, exist_ok=True)
     sweep = plan_sweep(exp)
